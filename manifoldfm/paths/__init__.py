@@ -1,0 +1,21 @@
+"""Probability paths and schedulers."""
+
+from .affine import AffinePath
+from .base import PathSample, ProbPath
+from .bridge import LinearGaussianPath, SchrodingerBridgePath
+from .schedulers import VE, VP, CondOT, Cosine, Polynomial, ScheduleOutput, Scheduler
+
+__all__ = [
+    "VE",
+    "VP",
+    "AffinePath",
+    "CondOT",
+    "Cosine",
+    "LinearGaussianPath",
+    "PathSample",
+    "Polynomial",
+    "ProbPath",
+    "ScheduleOutput",
+    "Scheduler",
+    "SchrodingerBridgePath",
+]
