@@ -1,0 +1,411 @@
+"""Neural velocity fields: time embeddings, an MLP velocity and classifier-free guidance.
+
+Every model here follows the :class:`~manifoldfm._typing.VelocityField` protocol
+``v(x, t, **cond) -> Tensor`` with ``x`` of shape ``(B, *point_shape)`` and ``t`` of shape ``(B,)``
+(a float or 0-dim tensor is broadcast). Models hold no device or dtype of their own: move them
+with ``.to(...)`` and feed inputs of the parameters' dtype.
+
+Conditioning for classifier-free guidance (CFG) works in three pieces that compose with any
+model: a model that understands a *null* condition (:class:`MLPVelocity` has a learned null
+class and a zero null vector), :func:`drop_conditions` to replace conditions by the null one with
+probability ``p`` during training, and :class:`ClassifierFreeGuidance` to mix the conditional and
+unconditional velocities at sampling time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._utils import as_time, check_choice, check_positive, value_checks_enabled
+
+__all__ = [
+    "ClassifierFreeGuidance",
+    "MLPVelocity",
+    "SinusoidalTimeEmbedding",
+    "drop_conditions",
+]
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+}
+
+
+def _check_int(value: int, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+class SinusoidalTimeEmbedding(nn.Module):
+    """Fixed sinusoidal features of a time ``t`` in ``[0, 1]``.
+
+    ``emb(t) = [cos(s t w_k), sin(s t w_k)]_{k < dim/2}`` with ``w_k = max_period^(-2k/dim)`` and
+    ``s = scale``; the default ``scale = 1000`` matches the usual 1000-step diffusion time grid so
+    that the fastest feature turns about 160 times over ``[0, 1]`` and the slowest barely moves.
+    Values lie in ``[-1, 1]``; the module has no parameters, and it computes in ``t``'s dtype on
+    ``t``'s device.
+
+    Args:
+        dim: embedding size, a positive even number.
+        max_period: ratio between the fastest and slowest frequency, ``> 1``.
+        scale: factor applied to ``t`` before the sinusoids, ``> 0``.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.nn import SinusoidalTimeEmbedding
+        >>> emb = SinusoidalTimeEmbedding(8)
+        >>> emb(torch.tensor([0.0, 0.5])).shape
+        torch.Size([2, 8])
+        >>> emb(torch.tensor([0.0]))  # cos(0) = 1, sin(0) = 0
+        tensor([[1., 1., 1., 1., 0., 0., 0., 0.]])
+
+    References:
+        Vaswani et al. Attention Is All You Need. NeurIPS 2017.
+        Ho, Jain, Abbeel. Denoising Diffusion Probabilistic Models. NeurIPS 2020.
+    """
+
+    def __init__(self, dim: int, max_period: float = 10000.0, scale: float = 1000.0) -> None:
+        super().__init__()
+        _check_int(dim, "dim", minimum=2)
+        if dim % 2:
+            raise ValueError(f"dim must be even (cos and sin halves), got {dim}")
+        self.dim = dim
+        self.max_period = check_positive(max_period, "max_period")
+        if self.max_period <= 1:
+            raise ValueError(f"max_period must be > 1, got {max_period}")
+        self.scale = check_positive(scale, "scale")
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, max_period={self.max_period}, scale={self.scale}"
+
+    def forward(self, t: Tensor) -> Tensor:
+        """Embed times.
+
+        Args:
+            t: times of shape ``(B,)`` (floating point).
+
+        Returns:
+            Features of shape ``(B, dim)`` in ``t``'s dtype and device.
+        """
+        if not isinstance(t, Tensor):
+            raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
+        if t.ndim != 1:
+            raise ValueError(f"t must have shape (B,), got {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"t must be a floating-point tensor, got dtype {t.dtype}")
+        half = self.dim // 2
+        k = torch.arange(half, dtype=t.dtype, device=t.device)
+        freqs = torch.exp(k * (-math.log(self.max_period) / half))
+        args = (self.scale * t)[:, None] * freqs[None, :]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class MLPVelocity(nn.Module):
+    """An MLP velocity field ``v(x, t, *, y=None, c=None)`` for flat data ``x`` of shape ``(B, dim)``.
+
+    The input of the MLP is the concatenation of ``x``, a sinusoidal embedding of ``t``, and
+    optionally a learned embedding of a class label ``y`` and a continuous condition vector
+    ``c``; its output has ``x``'s shape.
+
+    Conditioning and the null condition (for classifier-free guidance):
+
+    * ``num_classes > 0``: ``y`` holds integer labels in ``[0, num_classes]`` of shape ``(B,)``;
+      the extra label ``num_classes`` (:attr:`null_label`) is a learned "no label" class, also
+      used when ``y`` is omitted.
+    * ``cond_dim > 0``: ``c`` is a ``(B, cond_dim)`` float tensor; the null condition is the zero
+      vector, also used when ``c`` is omitted. (If zero is a meaningful condition, append a
+      presence flag to ``c``.)
+
+    :attr:`null_cond` lists those null values for :class:`ClassifierFreeGuidance`.
+
+    Args:
+        dim: data dimension.
+        hidden: width of the hidden layers.
+        depth: number of hidden layers, ``>= 1``.
+        time_dim: size of the time embedding (even).
+        activation: one of ``"silu"``, ``"relu"``, ``"gelu"``, ``"tanh"``, ``"elu"``.
+        num_classes: number of class labels (0 for none).
+        class_dim: size of the label embedding (defaults to ``time_dim``).
+        cond_dim: size of the continuous condition (0 for none).
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.nn import MLPVelocity
+        >>> _ = torch.manual_seed(0)
+        >>> model = MLPVelocity(2, hidden=32, depth=2, num_classes=3)
+        >>> x, t = torch.randn(5, 2), torch.rand(5)
+        >>> model(x, t, y=torch.tensor([0, 1, 2, 3, 0])).shape  # label 3 is the null class
+        torch.Size([5, 2])
+        >>> model.null_cond
+        {'y': 3}
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 256,
+        depth: int = 3,
+        *,
+        time_dim: int = 64,
+        activation: str = "silu",
+        num_classes: int = 0,
+        class_dim: int | None = None,
+        cond_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        self.dim = _check_int(dim, "dim", minimum=1)
+        _check_int(hidden, "hidden", minimum=1)
+        _check_int(depth, "depth", minimum=1)
+        check_choice(activation, "activation", tuple(_ACTIVATIONS))
+        self.num_classes = _check_int(num_classes, "num_classes", minimum=0)
+        self.cond_dim = _check_int(cond_dim, "cond_dim", minimum=0)
+        self.time_embedding = SinusoidalTimeEmbedding(time_dim)
+        in_dim = dim + time_dim + cond_dim
+        self.class_embedding: nn.Embedding | None = None
+        if num_classes > 0:
+            class_dim = (
+                time_dim if class_dim is None else _check_int(class_dim, "class_dim", minimum=1)
+            )
+            self.class_embedding = nn.Embedding(num_classes + 1, class_dim)
+            in_dim += class_dim
+        act = _ACTIVATIONS[activation]
+        layers: list[nn.Module] = [nn.Linear(in_dim, hidden), act()]
+        for _ in range(depth - 1):
+            layers += [nn.Linear(hidden, hidden), act()]
+        layers.append(nn.Linear(hidden, dim))
+        self.net = nn.Sequential(*layers)
+
+    @property
+    def null_label(self) -> int:
+        """The label index of the learned null class (``num_classes``)."""
+        if self.num_classes == 0:
+            raise AttributeError("this model takes no class labels (num_classes=0)")
+        return self.num_classes
+
+    @property
+    def null_cond(self) -> dict[str, int | float]:
+        """Null value of each condition this model accepts, keyed by keyword."""
+        out: dict[str, int | float] = {}
+        if self.num_classes > 0:
+            out["y"] = self.num_classes
+        if self.cond_dim > 0:
+            out["c"] = 0.0
+        return out
+
+    def forward(
+        self, x: Tensor, t: Tensor | float, *, y: Tensor | None = None, c: Tensor | None = None
+    ) -> Tensor:
+        """Velocity at ``(x, t)``.
+
+        Args:
+            x: points of shape ``(B, dim)``.
+            t: times of shape ``(B,)`` in ``[0, 1]`` (a float or 0-dim tensor is broadcast).
+            y: integer labels of shape ``(B,)`` in ``[0, num_classes]`` (``num_classes`` = null).
+            c: continuous conditions of shape ``(B, cond_dim)``.
+
+        Returns:
+            Velocities of shape ``(B, dim)``.
+        """
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
+        batch = x.shape[0]
+        t = as_time(t, x)
+        feats = [x, self.time_embedding(t)]
+        if self.class_embedding is not None:
+            feats.append(self.class_embedding(self._labels(y, x)))
+        elif y is not None:
+            raise ValueError("y was given but the model takes no class labels (num_classes=0)")
+        if self.cond_dim > 0:
+            if c is None:
+                c = x.new_zeros(batch, self.cond_dim)
+            elif not isinstance(c, Tensor) or c.shape != (batch, self.cond_dim):
+                shape = tuple(c.shape) if isinstance(c, Tensor) else type(c).__name__
+                raise ValueError(f"c must have shape ({batch}, {self.cond_dim}), got {shape}")
+            feats.append(c.to(dtype=x.dtype))
+        elif c is not None:
+            raise ValueError("c was given but the model takes no condition vector (cond_dim=0)")
+        return self.net(torch.cat(feats, dim=1))
+
+    def _labels(self, y: Tensor | None, x: Tensor) -> Tensor:
+        batch = x.shape[0]
+        if y is None:
+            return torch.full((batch,), self.num_classes, dtype=torch.long, device=x.device)
+        if not isinstance(y, Tensor) or y.shape != (batch,):
+            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise ValueError(f"y must have shape ({batch},), got {shape}")
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"y must hold integer labels, got dtype {y.dtype}")
+        if value_checks_enabled() and y.numel() > 0:
+            lo, hi = torch.aminmax(y)
+            if bool(lo < 0) or bool(hi > self.num_classes):
+                raise ValueError(
+                    f"labels y must lie in [0, {self.num_classes}] ({self.num_classes} = null), "
+                    f"got values in [{int(lo)}, {int(hi)}]"
+                )
+        return y.long()
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_classes={self.num_classes}, cond_dim={self.cond_dim}"
+
+
+def _null_like(cond: Tensor, null: Tensor | float | int, name: str) -> Tensor:
+    value = torch.as_tensor(null, dtype=cond.dtype, device=cond.device)
+    try:
+        return value.expand(cond.shape[1:]) if value.ndim else value
+    except RuntimeError as err:
+        raise ValueError(
+            f"null value for {name} of shape {tuple(value.shape)} does not broadcast to one "
+            f"condition of shape {tuple(cond.shape[1:])}"
+        ) from err
+
+
+def drop_conditions(
+    cond: Tensor,
+    p: float,
+    *,
+    null: Tensor | float | int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Replace each condition by the null condition with probability ``p`` (CFG training).
+
+    The drop mask is drawn with ``torch.rand`` on the generator's device (``cond``'s device when
+    no generator is given) and moved to ``cond``'s device, so a CPU generator gives the same
+    mask whatever device the conditions live on.
+
+    Args:
+        cond: conditions of shape ``(B, ...)`` (labels ``(B,)``, vectors ``(B, k)``, ...).
+        p: drop probability in ``[0, 1]``.
+        null: the null condition: a scalar or a tensor of one condition's shape ``cond.shape[1:]``
+            (for :class:`MLPVelocity` use ``model.null_cond["y"]`` or ``["c"]``).
+        generator: random generator for the mask.
+
+    Returns:
+        A new tensor like ``cond`` with the dropped rows replaced by ``null``.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.nn import drop_conditions
+        >>> g = torch.Generator().manual_seed(0)
+        >>> drop_conditions(torch.tensor([0, 1, 2, 1]), 1.0, null=3, generator=g)
+        tensor([3, 3, 3, 3])
+        >>> drop_conditions(torch.tensor([0, 1, 2, 1]), 0.0, null=3, generator=g)
+        tensor([0, 1, 2, 1])
+
+    References:
+        Ho & Salimans. Classifier-Free Diffusion Guidance. NeurIPS workshop 2021.
+    """
+    if not isinstance(cond, Tensor):
+        raise TypeError(f"cond must be a torch.Tensor, got {type(cond).__name__}")
+    if cond.ndim == 0:
+        raise ValueError("cond must have a batch dimension, got a scalar tensor")
+    p = check_positive(p, "p", allow_zero=True)
+    if p > 1:
+        raise ValueError(f"p must lie in [0, 1], got {p}")
+    null_value = _null_like(cond, null, "cond")
+    draw_device = generator.device if generator is not None else cond.device
+    u = torch.rand(cond.shape[0], generator=generator, device=draw_device)
+    mask = (u < p).to(cond.device).reshape((-1,) + (1,) * (cond.ndim - 1))
+    return torch.where(mask, null_value, cond)
+
+
+class ClassifierFreeGuidance(nn.Module):
+    """Guided velocity ``v = v_uncond + scale * (v_cond - v_uncond)`` in one batched forward pass.
+
+    The conditional and the null-conditional inputs are concatenated along the batch, the
+    wrapped model runs once on ``2B`` points, and the two halves are mixed with
+    ``torch.lerp`` (exact at ``scale = 0`` and ``scale = 1``). ``scale = 0`` gives the
+    unconditional field, ``1`` the conditional one, ``> 1`` extrapolates (stronger guidance).
+    Conditions passed as ``None`` are forwarded as ``None``; without any condition the model is
+    called once on the original batch. Models whose output for one sample depends on the rest of
+    the batch (batch norm in training mode) are not suited to batched guidance.
+
+    Args:
+        model: a velocity field ``model(x, t, **cond)``, typically trained with
+            :func:`drop_conditions`.
+        scale: guidance weight (any real number; ``0`` unconditional, ``1`` conditional).
+        null_cond: mapping from condition keyword to its null value (a scalar or a tensor of one
+            condition's shape). Defaults to ``model.null_cond``.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.nn import ClassifierFreeGuidance, MLPVelocity
+        >>> _ = torch.manual_seed(0)
+        >>> model = MLPVelocity(2, hidden=16, depth=1, num_classes=2)
+        >>> guided = ClassifierFreeGuidance(model, scale=2.0)
+        >>> x, t, y = torch.randn(4, 2), torch.rand(4), torch.tensor([0, 1, 0, 1])
+        >>> v_c, v_u = model(x, t, y=y), model(x, t)
+        >>> torch.allclose(guided(x, t, y=y), v_u + 2.0 * (v_c - v_u), atol=1e-6)
+        True
+
+    References:
+        Ho & Salimans. Classifier-Free Diffusion Guidance. NeurIPS workshop 2021.
+        Zheng et al. Guided Flows for Generative Modeling and Decision Making. 2023.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        scale: float,
+        null_cond: Mapping[str, Tensor | float | int] | None = None,
+    ) -> None:
+        super().__init__()
+        if not callable(model):
+            raise TypeError(f"model must be callable, got {type(model).__name__}")
+        self.model = model
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, (int, float))
+            or not math.isfinite(scale)
+        ):
+            raise ValueError(f"scale must be a finite number, got {scale!r}")
+        self.scale = float(scale)
+        if null_cond is None:
+            null_cond = getattr(model, "null_cond", None)
+            if null_cond is None:
+                raise ValueError(
+                    "null_cond is required: the model has no null_cond attribute naming its "
+                    "null conditions"
+                )
+        self.null_cond = dict(null_cond)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, null_cond={self.null_cond}"
+
+    def forward(self, x: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
+        """Guided velocity at ``(x, t)`` given conditions ``**cond`` (each of batch size ``B``)."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        t = as_time(t, x)
+        given = {k: v for k, v in cond.items() if v is not None}
+        if not given:
+            return self.model(x, t, **cond)
+        batch = x.shape[0]
+        doubled: dict[str, Any] = dict(cond)
+        for name, value in given.items():
+            if name not in self.null_cond:
+                raise ValueError(
+                    f"no null value for condition {name!r}; null_cond has {sorted(self.null_cond)}"
+                )
+            if not isinstance(value, Tensor) or value.ndim == 0 or value.shape[0] != batch:
+                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(
+                    f"condition {name!r} must be a tensor with batch size {batch}, got {shape}"
+                )
+            null = _null_like(value, self.null_cond[name], name).expand_as(value)
+            doubled[name] = torch.cat([value, null], dim=0)
+        out = self.model(torch.cat([x, x], dim=0), torch.cat([t, t], dim=0), **doubled)
+        v_cond, v_uncond = out[:batch], out[batch:]
+        return torch.lerp(v_uncond, v_cond, self.scale)
