@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,18 +26,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import manifoldfm  # noqa: E402
-from common import (  # noqa: E402
+from common import (
     RESULTS,
     compare_timings,
     machine_info,
     markdown_table,
     set_threads,
+    summarize,
     write_json,
 )
-from flow_matching.path import AffineProbPath  # noqa: E402
-from flow_matching.path.scheduler import CondOTScheduler  # noqa: E402
-from torchcfm.conditional_flow_matching import ConditionalFlowMatcher  # noqa: E402
+from flow_matching.path import AffineProbPath
+from flow_matching.path.scheduler import CondOTScheduler
+from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
+
+import manifoldfm
 
 OURS = "ours AffinePath(CondOT)"
 OURS_NOCHECK = "ours AffinePath(CondOT), checks off"
@@ -46,9 +49,7 @@ OURS_NOISY = "ours LinearGaussianPath(sigma)"
 TCFM_NOISY = "TorchCFM CFM(sigma)"
 
 
-def candidates(
-    x0: torch.Tensor, x1: torch.Tensor, sigma: float, seed: int
-) -> dict[str, object]:
+def candidates(x0: torch.Tensor, x1: torch.Tensor, sigma: float, seed: int) -> dict[str, object]:
     """The callables to time; each draws its own times and returns (t, xt, ut)."""
     batch, device = x0.shape[0], x0.device
     g = torch.Generator(device=device).manual_seed(seed)
@@ -96,6 +97,12 @@ def candidates(
     }
 
 
+def _fmt(tm: dict) -> str:
+    """Median time per call, in µs, with 3 significant figures at least."""
+    m = tm["median_us"]
+    return f"{m:.1f}" if m < 1000 else f"{m:,.0f}"
+
+
 def check_agreement(x0: torch.Tensor, x1: torch.Tensor) -> None:
     """All three libraries must produce the same straight-line sample for the same t."""
     t = torch.rand(x0.shape[0], device=x0.device)
@@ -113,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[256, 4096])
     p.add_argument("--dim", type=int, nargs="+", default=[2, 3072])
     p.add_argument("--sigma", type=float, default=0.1, help="I-CFM noise for the noisy rows")
-    p.add_argument("--rounds", type=int, default=25)
+    p.add_argument("--rounds", type=int, default=15, help="timed rounds per pass")
+    p.add_argument("--passes", type=int, default=3, help="passes over all configurations")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -123,49 +131,70 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(args.threads)
     device = torch.device(args.device)
     out_path = args.out or RESULTS / f"paths_{device.type}.json"
-    results = []
-    rows = []
-    for batch in args.batch:
-        for dim in args.dim:
+    configs = [(b, d) for b in args.batch for d in args.dim]
+    raw: dict[tuple[int, int], dict[str, list[float]]] = {c: {} for c in configs}
+    calls: dict[tuple[int, int], dict[str, int]] = {c: {} for c in configs}
+    load_before = os.getloadavg()
+    # Several passes over all configurations: a burst of load from another process then
+    # spoils a few rounds of each configuration instead of all rounds of one.
+    for pas in range(args.passes):
+        for batch, dim in configs:
             g = torch.Generator(device=device).manual_seed(args.seed)
             x0 = torch.randn(batch, dim, generator=g, device=device)
             x1 = torch.randn(batch, dim, generator=g, device=device)
-            check_agreement(x0, x1)
+            if pas == 0:
+                check_agreement(x0, x1)
             timings = compare_timings(
-                candidates(x0, x1, args.sigma, args.seed),
+                candidates(x0, x1, args.sigma, args.seed + pas),
                 device=device,
                 rounds=args.rounds,
                 warmup=args.warmup,
             )
+            for name, tm in timings.items():
+                raw[batch, dim].setdefault(name, []).extend(tm["samples_us"])
+                calls[batch, dim][name] = tm["calls_per_round"]
             med = {k: v["median_us"] for k, v in timings.items()}
-            faster_anchor = min(med[TCFM], med[FM])
-            entry = {
-                "batch": batch,
-                "dim": dim,
-                "timings": timings,
-                "speedup_vs_torchcfm": med[TCFM] / med[OURS],
-                "speedup_vs_flow_matching": med[FM] / med[OURS],
-                "speedup_vs_faster_anchor": faster_anchor / med[OURS],
-                "noisy_speedup_vs_torchcfm": med[TCFM_NOISY] / med[OURS_NOISY],
-            }
-            results.append(entry)
-            rows.append(
-                [
-                    batch,
-                    dim,
-                    f"{med[OURS]:.1f}",
-                    f"{med[OURS_NOCHECK]:.1f}",
-                    f"{med[TCFM]:.1f}",
-                    f"{med[FM]:.1f}",
-                    f"{entry['speedup_vs_torchcfm']:.2f}x",
-                    f"{entry['speedup_vs_faster_anchor']:.2f}x",
-                    f"{med[OURS_NOISY]:.1f}",
-                    f"{med[TCFM_NOISY]:.1f}",
-                    f"{entry['noisy_speedup_vs_torchcfm']:.2f}x",
-                ]
+            print(
+                f"pass {pas} B={batch} D={dim}: "
+                + ", ".join(f"{k} {v:.1f}us" for k, v in med.items()),
+                flush=True,
             )
-            print(f"B={batch} D={dim}: " + ", ".join(f"{k} {v:.1f}us" for k, v in med.items()))
-            sys.stdout.flush()
+            del x0, x1
+
+    results = []
+    rows = []
+    for batch, dim in configs:
+        timings = {
+            name: summarize(xs, calls_per_round=calls[batch, dim][name])
+            for name, xs in raw[batch, dim].items()
+        }
+        med = {k: v["median_us"] for k, v in timings.items()}
+        faster_anchor = min(med[TCFM], med[FM])
+        entry = {
+            "batch": batch,
+            "dim": dim,
+            "timings": timings,
+            "speedup_vs_torchcfm": med[TCFM] / med[OURS],
+            "speedup_vs_flow_matching": med[FM] / med[OURS],
+            "speedup_vs_faster_anchor": faster_anchor / med[OURS],
+            "noisy_speedup_vs_torchcfm": med[TCFM_NOISY] / med[OURS_NOISY],
+        }
+        results.append(entry)
+        rows.append(
+            [
+                batch,
+                dim,
+                _fmt(timings[OURS]),
+                _fmt(timings[OURS_NOCHECK]),
+                _fmt(timings[TCFM]),
+                _fmt(timings[FM]),
+                f"{entry['speedup_vs_torchcfm']:.2f}x",
+                f"{entry['speedup_vs_faster_anchor']:.2f}x",
+                _fmt(timings[OURS_NOISY]),
+                _fmt(timings[TCFM_NOISY]),
+                f"{entry['noisy_speedup_vs_torchcfm']:.2f}x",
+            ]
+        )
 
     header = [
         "B",
@@ -185,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         out_path,
         {
             "benchmark": "paths",
-            "machine": machine_info(device),
+            "machine": {**machine_info(device), "load_average_at_start": load_before},
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "note": "median time per call in microseconds over interleaved rounds; "
             "speedup = their time / our time (> 1: ours faster)",

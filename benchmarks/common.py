@@ -6,6 +6,7 @@ manifoldfm alone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import json
@@ -29,6 +30,7 @@ __all__ = [
     "machine_info",
     "markdown_table",
     "set_threads",
+    "summarize",
     "sync",
     "write_json",
 ]
@@ -37,10 +39,8 @@ __all__ = [
 def set_threads(n: int = 2) -> None:
     """Pin torch's intra-op (and, where still allowed, inter-op) thread pools to ``n`` threads."""
     torch.set_num_threads(n)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set, or a parallel region already ran
         torch.set_num_interop_threads(n)
-    except RuntimeError:  # already set or a parallel region already ran
-        pass
 
 
 def sync(device: torch.device | str) -> None:
@@ -82,8 +82,8 @@ def compare_timings(
     previous candidate, hit every candidate alike), and the median over rounds is reported.
 
     Returns:
-        ``{name: {"median_us", "q25_us", "q75_us", "min_us", "calls_per_round", "rounds"}}``,
-        times per call in microseconds.
+        ``{name: summarize(samples)}``: median, quartiles, minimum and raw samples of the time
+        per call in microseconds, and the calls per round.
     """
     names = list(fns)
     for _ in range(warmup):  # warm every candidate before timing any (allocator steady state)
@@ -101,18 +101,22 @@ def compare_timings(
                 fn()
             sync(device)
             samples[name].append((time.perf_counter() - start) / n * 1e6)
-    out: dict[str, dict[str, float]] = {}
-    for name, xs in samples.items():
-        q = statistics.quantiles(xs, n=4) if len(xs) >= 2 else [xs[0]] * 3
-        out[name] = {
-            "median_us": statistics.median(xs),
-            "q25_us": q[0],
-            "q75_us": q[2],
-            "min_us": min(xs),
-            "calls_per_round": inner[name],
-            "rounds": rounds,
-        }
-    return out
+    return {name: summarize(xs, calls_per_round=inner[name]) for name, xs in samples.items()}
+
+
+def summarize(samples_us: Sequence[float], **extra: Any) -> dict[str, Any]:
+    """Median, quartiles and minimum of per-call times (µs), with the raw samples."""
+    xs = list(samples_us)
+    q = statistics.quantiles(xs, n=4) if len(xs) >= 2 else [xs[0]] * 3
+    return {
+        "median_us": statistics.median(xs),
+        "q25_us": q[0],
+        "q75_us": q[2],
+        "min_us": min(xs),
+        "rounds": len(xs),
+        **extra,
+        "samples_us": xs,
+    }
 
 
 def _version(dist: str) -> str | None:
@@ -142,6 +146,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
         "device": str(device),
         "versions": {
             d: _version(d) for d in ("torch", "manifoldfm", "torchcfm", "flow_matching", "pot")
