@@ -1,0 +1,160 @@
+"""The unit sphere S^d embedded in R^{d+1}."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .._utils import eps_for
+from .base import Manifold, atan_ratio, cos_sq, norm, sinc_sq, versine_sq
+
+__all__ = ["Sphere"]
+
+
+class Sphere(Manifold):
+    r"""The unit sphere ``S^d = {x in R^{d+1} : |x| = 1}`` with the induced (round) metric.
+
+    Points have shape ``(..., d + 1)``; tangent vectors at ``x`` are ambient vectors orthogonal
+    to ``x``. The inner product is the Euclidean one, so ``dist`` is the great-circle angle.
+
+    * ``expmap(x, u) = cos|u| x + sin|u| u / |u|`` (series for small ``|u|``; renormalised).
+    * ``dist(x, y) = atan2(|y_perp|, <x, y>)`` with ``y_perp = (y - x) - <y - x, x> x`` the
+      component of ``y`` orthogonal to ``x``, computed from the difference ``y - x`` so that
+      small angles keep full relative precision in float32 (no clamped ``acos``).
+    * ``logmap(x, y) = dist(x, y) y_perp / |y_perp|``.
+    * ``transp`` is the exact parallel transport along the minimising great circle.
+    * ``projx(x) = x / |x|``; the zero vector, which has no nearest point, maps to ``e_0``.
+    * ``random_uniform`` normalises standard Gaussian vectors (uniform w.r.t. the area).
+    * ``volume = 2 pi^{(d+1)/2} / Gamma((d+1)/2)`` (``4 pi`` for ``S^2``);
+      ``injectivity_radius = pi``.
+
+    **Cut locus.** The cut locus of ``x`` is its antipode ``-x``. When ``<x, y> < 0`` and
+    ``|y_perp|`` is below ``eps_for(dtype)`` (``1e-12`` in float64, ``1e-6`` in float32), the
+    minimising geodesic is not unique (or not resolvable in that precision), and
+    ``logmap(x, y)`` returns the vector of length ``dist(x, y)`` (``pi`` at the antipode) in the
+    fixed direction of the component of ``e_0`` orthogonal to ``x`` (``e_1`` instead when
+    ``x_0^2 > 1/2``), normalised. It is deterministic, tangent, finite, and its exponential is
+    ``y``. ``transp`` uses the same geodesic.
+
+    Args:
+        d: intrinsic dimension (``d >= 1``); points live in ``R^{d+1}``.
+
+    References:
+        P.-A. Absil, R. Mahony, R. Sepulchre, *Optimization Algorithms on Matrix Manifolds*,
+        Princeton University Press, 2008 (sphere geometry, Ch. 3 and 5).
+
+    Example:
+        >>> import math, torch
+        >>> from manifoldfm.manifolds import Sphere
+        >>> s2 = Sphere(2)
+        >>> x = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+        >>> y = torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64)
+        >>> s2.dist(x, y) / math.pi
+        tensor([0.5000], dtype=torch.float64)
+        >>> s2.logmap(x, -x)  # antipode: length pi along e_1 (x is e_0)
+        tensor([[0.0000, 3.1416, 0.0000]], dtype=torch.float64)
+        >>> s2.volume / math.pi
+        4.0
+    """
+
+    name = "Sphere"
+    injectivity_radius = math.pi
+    _deviation_name = "max | |x| - 1 |"
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"Sphere dimension d must be an int >= 1, got {d!r}")
+        self._set_shape((d + 1,), d)
+        self.volume = 2.0 * math.pi ** ((d + 1) / 2) / math.gamma((d + 1) / 2)
+
+    def extra_repr(self) -> str:
+        return str(self.dim)
+
+    # -------------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _dot(a: Tensor, b: Tensor) -> Tensor:
+        return (a * b).sum(-1, keepdim=True)
+
+    def _perp(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``y_perp`` (from ``y - x``), its norm ``s`` and ``c = <x, y>``, keepdim."""
+        d = y - x
+        p = d - self._dot(d, x) * x
+        return p, norm(p, keepdim=True), self._dot(x, y)
+
+    def _antipodal_direction(self, x: Tensor) -> Tensor:
+        """Unit tangent at ``x``: component of ``e_0`` (or ``e_1`` if ``x_0^2 > 1/2``) orthogonal to x."""
+        use0 = x[..., :1] * x[..., :1] <= 0.5
+        xk = torch.where(use0, x[..., :1], x[..., 1:2])
+        a = torch.cat([use0.to(x.dtype), (~use0).to(x.dtype), torch.zeros_like(x[..., 2:])], dim=-1)
+        v = a - xk * x
+        return v / norm(v, keepdim=True).clamp_min(0.5)
+
+    def _log_and_angle(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        p, s, c = self._perp(x, y)
+        theta, ratio = atan_ratio(s, c)
+        regular = p * ratio
+        cut = (c < 0) & (s <= eps_for(x.dtype))
+        log = torch.where(cut, theta * self._antipodal_direction(x), regular)
+        return log, theta
+
+    # -------------------------------------------------------------------- implementations
+
+    def _projx(self, x: Tensor) -> Tensor:
+        n = norm(x, keepdim=True)
+        e0 = torch.zeros_like(x)
+        e0[..., 0] = 1.0
+        return torch.where(n > 0, x / torch.where(n > 0, n, 1.0), e0)
+
+    def _proju(self, x: Tensor, u: Tensor) -> Tensor:
+        return u - self._dot(x, u) * x
+
+    def _inner(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        out = (u * v).sum(-1)
+        return out.expand(torch.broadcast_shapes(x.shape[:-1], out.shape))
+
+    def _expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        t2 = self._dot(u, u)
+        y = cos_sq(t2) * x + sinc_sq(t2) * u
+        return y / norm(y, keepdim=True)
+
+    def _logmap(self, x: Tensor, y: Tensor) -> Tensor:
+        return self._log_and_angle(x, y)[0]
+
+    def _dist(self, x: Tensor, y: Tensor) -> Tensor:
+        _, s, c = self._perp(x, y)
+        return torch.atan2(s, c)[..., 0]
+
+    def _transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
+        # Along exp_x(t w), w = log_x(y), |w| = theta: the component of v along w rotates in the
+        # plane (x, w), the rest is unchanged:
+        # v + <w, v> ((cos theta - 1) w / theta^2 - sin theta / theta x).
+        w, _ = self._log_and_angle(x, y)
+        t2 = self._dot(w, w)
+        return v - self._dot(w, v) * (versine_sq(t2) * w + sinc_sq(t2) * x)
+
+    def _random_uniform(
+        self,
+        size: tuple[int, ...],
+        generator: torch.Generator | None,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> Tensor:
+        g = torch.randn(size + self.point_shape, generator=generator, dtype=dtype, device=device)
+        return self._projx(g)
+
+    def _origin(self, size: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+        x = torch.zeros(size + self.point_shape, dtype=dtype, device=device)
+        x[..., 0] = 1.0
+        return x
+
+    def _point_deviation(self, x: Tensor) -> Tensor:
+        dev = (norm(x) - 1.0).abs()
+        return torch.where(torch.isfinite(dev), dev, math.inf)
+
+    def _tangent_deviation(self, x: Tensor, u: Tensor) -> Tensor:
+        dev = self._dot(x, u)[..., 0].abs() / (1.0 + norm(u))
+        return torch.where(torch.isfinite(dev), dev, math.inf)

@@ -1,0 +1,136 @@
+"""The flat torus T^d = R^d / (2 pi Z)^d, points as angles in [0, 2 pi)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import Manifold, norm
+
+__all__ = ["FlatTorus"]
+
+_TWO_PI = 2.0 * math.pi
+
+
+def wrap_angle(x: Tensor) -> Tensor:
+    """Wrap angles to ``[0, 2 pi)`` (gradient 1 everywhere).
+
+    Example:
+        >>> import math, torch
+        >>> from manifoldfm.manifolds.torus import wrap_angle
+        >>> wrap_angle(torch.tensor([-0.5, 2 * math.pi, 7.0], dtype=torch.float64))
+        tensor([5.7832, 0.0000, 0.7168], dtype=torch.float64)
+    """
+    r = x - _TWO_PI * torch.floor(x / _TWO_PI)
+    # Rounding can land exactly on 2 pi (e.g. for -1e-9 in float32) or a hair below 0.
+    r = torch.where(r >= _TWO_PI, r - _TWO_PI, r)
+    return torch.where(r < 0, r + _TWO_PI, r)
+
+
+def wrap_difference(d: Tensor) -> Tensor:
+    """Wrap angle differences to ``[-pi, pi)``: ``+pi`` and ``-pi`` both give ``-pi``.
+
+    Example:
+        >>> import math, torch
+        >>> from manifoldfm.manifolds.torus import wrap_difference
+        >>> wrap_difference(torch.tensor([math.pi, -math.pi, 4.0], dtype=torch.float64))
+        tensor([-3.1416, -3.1416, -2.2832], dtype=torch.float64)
+    """
+    r = d - _TWO_PI * torch.floor((d + math.pi) / _TWO_PI)
+    r = torch.where(r >= math.pi, r - _TWO_PI, r)
+    return torch.where(r < -math.pi, r + _TWO_PI, r)
+
+
+class FlatTorus(Manifold):
+    r"""The flat torus ``T^d = R^d / (2 pi Z)^d``: ``d`` angles, each in ``[0, 2 pi)``.
+
+    The metric is the Euclidean one of ``R^d`` (the product of ``d`` unit circles). Tangent
+    vectors are arbitrary vectors of ``R^d`` (``proju`` and ``transp`` are identities; the
+    transport is the exact parallel transport of a flat space).
+
+    * ``projx`` and ``expmap`` wrap to ``[0, 2 pi)``: ``expmap(x, u) = wrap(x + u)``.
+    * ``logmap(x, y)`` wraps each difference ``y - x`` to ``[-pi, pi)``; ``dist`` is its norm.
+    * ``random_uniform`` draws uniform angles; ``volume = (2 pi)^d``;
+      ``injectivity_radius = pi``.
+
+    **Cut locus.** The cut locus of ``x`` is the set of points where some coordinate differs by
+    exactly ``pi``. There ``logmap`` returns ``-pi`` for that coordinate (the half-open
+    interval ``[-pi, pi)``): deterministic, finite, and ``expmap(x, logmap(x, y)) = y`` still
+    holds (``x - pi`` and ``x + pi`` are the same angle).
+
+    With manifold checks on, points must be finite and lie in ``[0, 2 pi]`` (up to the dtype's
+    tolerance); ``projx`` wraps arbitrary real angles into range.
+
+    Args:
+        d: number of angles (``d >= 1``).
+
+    Example:
+        >>> import math, torch
+        >>> from manifoldfm.manifolds import FlatTorus
+        >>> t2 = FlatTorus(2)
+        >>> x = torch.tensor([[0.1, 3.0]], dtype=torch.float64)
+        >>> y = torch.tensor([[6.2, 3.0 + math.pi]], dtype=torch.float64)
+        >>> t2.logmap(x, y)  # wraps through 0; a difference of exactly pi gives -pi
+        tensor([[-0.1832, -3.1416]], dtype=torch.float64)
+        >>> t2.expmap(x, t2.logmap(x, y))
+        tensor([[6.2000, 6.1416]], dtype=torch.float64)
+    """
+
+    name = "FlatTorus"
+    injectivity_radius = math.pi
+    _deviation_name = "distance outside [0, 2 pi]"
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"FlatTorus dimension d must be an int >= 1, got {d!r}")
+        self._set_shape((d,), d)
+        self.volume = _TWO_PI**d
+
+    def extra_repr(self) -> str:
+        return str(self.dim)
+
+    def _projx(self, x: Tensor) -> Tensor:
+        return wrap_angle(x)
+
+    def _proju(self, x: Tensor, u: Tensor) -> Tensor:
+        return u.expand(torch.broadcast_shapes(x.shape, u.shape))
+
+    def _inner(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        out = (u * v).sum(-1)
+        return out.expand(torch.broadcast_shapes(x.shape[:-1], out.shape))
+
+    def _expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        return wrap_angle(x + u)
+
+    def _logmap(self, x: Tensor, y: Tensor) -> Tensor:
+        return wrap_difference(y - x)
+
+    def _dist(self, x: Tensor, y: Tensor) -> Tensor:
+        return norm(wrap_difference(y - x))
+
+    def _transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
+        return v.expand(torch.broadcast_shapes(x.shape, y.shape, v.shape))
+
+    def _random_uniform(
+        self,
+        size: tuple[int, ...],
+        generator: torch.Generator | None,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> Tensor:
+        u = torch.rand(size + self.point_shape, generator=generator, dtype=dtype, device=device)
+        return wrap_angle(_TWO_PI * u)
+
+    def _origin(self, size: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+        return torch.zeros(size + self.point_shape, dtype=dtype, device=device)
+
+    def _point_deviation(self, x: Tensor) -> Tensor:
+        out = (torch.relu(-x) + torch.relu(x - _TWO_PI)).amax(-1)
+        return torch.where(torch.isfinite(x).all(-1), out, math.inf)
+
+    def _tangent_deviation(self, x: Tensor, u: Tensor) -> Tensor:
+        out = torch.zeros_like(u[..., 0])
+        return torch.where(torch.isfinite(u).all(-1), out, math.inf)
