@@ -23,7 +23,7 @@ from ._common import (
     uniform_grid,
 )
 from .results import ODESolution
-from .steps import DOPRI5, TABLEAUX, ButcherTableau, rk_step
+from .steps import DOPRI5, MANIFOLD_SCHEMES, TABLEAUX, ButcherTableau, _move, rk_step
 
 __all__ = ["METHODS", "solve_ode"]
 
@@ -41,6 +41,7 @@ def solve_ode(
     steps: int | None = None,
     method: str = "euler",
     manifold: ManifoldLike | None = None,
+    manifold_scheme: str | None = None,
     t0: float = 0.0,
     t1: float = 1.0,
     time_grid: Tensor | Sequence[float] | None = None,
@@ -58,8 +59,13 @@ def solve_ode(
     (:func:`~manifoldfm.solvers.rk_step`).
 
     On a ``manifold`` (any object with geoopt's ``proju(x, u)``, ``expmap(x, u)`` and
-    ``projx(x)``), velocities are projected onto the tangent space, stage points and updates go
-    through ``expmap`` from the current point and each new state is re-projected with ``projx``.
+    ``projx(x)``), velocities are projected onto the tangent space and the state moves by one
+    of two schemes (see :mod:`manifoldfm.solvers.steps`): ``"expmap"`` (the default for the
+    fixed-step methods) takes stage points and updates through ``expmap`` from the current
+    point, re-projected with ``projx``; it is at most second order on a curved manifold.
+    ``"projection"`` (the default, and the only choice, for ``dopri5``) steps in the ambient
+    space and projects with ``projx``; it keeps the method's full order on embedded manifolds,
+    which ``dopri5``'s error control relies on.
 
     The time passed to ``v`` is a ``(B,)`` tensor of ``x0``'s dtype and device. With value
     checks on (the default, see :func:`manifoldfm.checks`) the finiteness of every state is
@@ -75,6 +81,9 @@ def solve_ode(
             ``(t1 - t0) / steps``; without it the first step is chosen automatically.
         method: ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"`` or ``"dopri5"``.
         manifold: optional manifold the states live on.
+        manifold_scheme: ``"expmap"`` or ``"projection"`` (only used with a manifold);
+            ``None`` picks ``"expmap"`` for the fixed-step methods and ``"projection"`` for
+            ``dopri5``.
         t0: start time.
         t1: end time; ``t1 < t0`` integrates backwards.
         time_grid: explicit 1-D strictly increasing or decreasing grid (a tensor or a sequence
@@ -92,7 +101,8 @@ def solve_ode(
         least the two endpoints (see its docstring).
 
     Raises:
-        ValueError: unknown method, ``steps < 1``, both or neither of ``steps``/``time_grid``
+        ValueError: unknown method or manifold scheme, ``dopri5`` with the ``"expmap"``
+            scheme on a manifold, ``steps < 1``, both or neither of ``steps``/``time_grid``
             for a fixed-step method, a grid that is not 1-D and strictly monotone, ``t0 == t1``,
             a velocity of the wrong shape, a non-finite state.
         RuntimeError: ``dopri5`` needed more than ``max_steps`` attempts or its step size
@@ -127,6 +137,17 @@ def solve_ode(
     if not isinstance(save_trajectory, bool):
         raise TypeError(f"save_trajectory must be a bool, got {type(save_trajectory).__name__}")
 
+    if manifold_scheme is None:
+        scheme = "projection" if method == "dopri5" else "expmap"
+    else:
+        scheme = check_choice(manifold_scheme, "manifold_scheme", MANIFOLD_SCHEMES)
+    if method == "dopri5" and scheme == "expmap" and manifold is not None:
+        raise ValueError(
+            "dopri5 on a manifold needs manifold_scheme='projection': the expmap scheme is at "
+            "most second order on a curved manifold, so the embedded error estimate would not "
+            "measure the true error"
+        )
+
     if method == "dopri5":
         if time_grid is not None:
             raise ValueError(
@@ -142,11 +163,11 @@ def solve_ode(
             raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
         h0 = None if steps is None else (t1 - t0) / check_steps(steps)
         x, grid, states = _adaptive(
-            field, x0, t0, t1, DOPRI5, manifold, atol, rtol, max_steps, h0, save_trajectory
+            field, x0, t0, t1, DOPRI5, manifold, scheme, atol, rtol, max_steps, h0, save_trajectory
         )
     else:
         grid = _fixed_grid(steps, time_grid, t0, t1)
-        x, states = _fixed(field, x0, grid, TABLEAUX[method], manifold, save_trajectory)
+        x, states = _fixed(field, x0, grid, TABLEAUX[method], manifold, scheme, save_trajectory)
 
     ts = torch.tensor(grid, dtype=x0.dtype, device=x0.device)
     xs = torch.stack(states) if save_trajectory else torch.stack([x0, x])
@@ -210,13 +231,14 @@ def _fixed(
     grid: list[float],
     tableau: ButcherTableau,
     manifold: ManifoldLike | None,
+    scheme: str,
     save: bool,
 ) -> tuple[Tensor, list[Tensor]]:
     tracker = FiniteTracker("solve_ode")
     tracker.record(x, grid[0])
     states = [x] if save else []
     for t, t_next in itertools.pairwise(grid):
-        x, _, _ = rk_step(field, x, t, t_next - t, tableau, manifold=manifold)
+        x, _, _ = rk_step(field, x, t, t_next - t, tableau, manifold=manifold, scheme=scheme)
         tracker.record(x, t_next)
         if save:
             states.append(x)
@@ -237,6 +259,7 @@ def _initial_step(
     t0: float,
     t1: float,
     manifold: ManifoldLike | None,
+    scheme: str,
     atol: float,
     rtol: float,
     order: int,
@@ -248,11 +271,7 @@ def _initial_step(
     d0, d1 = float(_rms(x, scale)), float(_rms(k1, scale))
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, span)
-    u = k1 * (direction * h0)
-    if manifold is None:
-        x_probe = x + u
-    else:
-        x_probe = manifold.projx(manifold.expmap(x, manifold.proju(x, u)))
+    x_probe = _move(x, k1 * (direction * h0), manifold, scheme)
     k_probe = field(x_probe, t0 + direction * h0)
     d2 = float(_rms(k_probe - k1, scale)) / h0
     dmax = max(d1, d2)
@@ -273,6 +292,7 @@ def _adaptive(
     t1: float,
     tableau: ButcherTableau,
     manifold: ManifoldLike | None,
+    scheme: str,
     atol: float,
     rtol: float,
     max_steps: int,
@@ -286,7 +306,7 @@ def _adaptive(
     tracker.record(x, t0)
     k_start = field(x, t0)
     h = (
-        _initial_step(field, x, k_start, t0, t1, manifold, atol, rtol, tableau.order - 1)
+        _initial_step(field, x, k_start, t0, t1, manifold, scheme, atol, rtol, tableau.order - 1)
         if h_first is None
         else h_first
     )
@@ -310,7 +330,9 @@ def _adaptive(
                 f"solve_ode(method='dopri5'): step size underflow at t = {t:.6g} (h = {h:.3g}); "
                 f"the field is too stiff for atol/rtol = {atol:g}/{rtol:g} in {x.dtype}"
             )
-        x_new, k_new, err = rk_step(field, x, t, h, tableau, manifold=manifold, k1=k1)
+        x_new, k_new, err = rk_step(
+            field, x, t, h, tableau, manifold=manifold, scheme=scheme, k1=k1
+        )
         scale = atol + rtol * torch.maximum(x.abs(), x_new.abs())
         ratio = float(_rms(x_new - x if err is None else err, scale))
         if not math.isfinite(ratio):

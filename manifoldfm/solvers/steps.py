@@ -1,11 +1,18 @@
 """Explicit Runge-Kutta steps, written once and driven by Butcher tableaux given as data.
 
 Every fixed-step method (Euler, midpoint, Heun, classical RK4) and the adaptive Dormand-Prince
-pair go through :func:`rk_step`. On a manifold the step is the projected (Lie-Euler style)
-Runge-Kutta scheme: each stage velocity is projected onto the tangent space at its stage point,
-stage points are ``expmap(x, proju(x, h * sum_j a_ij k_j))`` and the new state is
-``projx(expmap(x, proju(x, h * sum_i b_i k_i)))``. In Euclidean space this is the usual
-Runge-Kutta step with plain additions.
+pair go through :func:`rk_step`. In Euclidean space it is the usual Runge-Kutta step with plain
+additions. On a manifold every stage velocity is projected onto the tangent space at its stage
+point and one of two schemes moves the state:
+
+- ``"expmap"`` (geodesic updates): stage points ``projx(expmap(x, proju(x, h sum_j a_ij k_j)))``
+  and new state ``projx(expmap(x, proju(x, h sum_i b_i k_i)))``. Intrinsic, exact along
+  geodesics, but the stage velocities live in different tangent spaces, so on a curved manifold
+  the order is at most 2 whatever the tableau (Euler keeps order 1).
+- ``"projection"`` (the projection method): the Runge-Kutta step is taken in the ambient space
+  on the field extended by ``y -> proju(projx(y), v(projx(y)))`` and every stage point and new
+  state is mapped back with ``projx``. It keeps the tableau's full order on embedded manifolds
+  (spheres, SO(3) as matrices, tori as angles).
 """
 
 from __future__ import annotations
@@ -18,7 +25,17 @@ from torch import Tensor
 
 from ._common import ManifoldLike
 
-__all__ = ["DOPRI5", "EULER", "HEUN", "MIDPOINT", "RK4", "TABLEAUX", "ButcherTableau", "rk_step"]
+__all__ = [
+    "DOPRI5",
+    "EULER",
+    "HEUN",
+    "MANIFOLD_SCHEMES",
+    "MIDPOINT",
+    "RK4",
+    "TABLEAUX",
+    "ButcherTableau",
+    "rk_step",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +131,9 @@ DOPRI5 = ButcherTableau(
     fsal=True,
 )
 
+#: How a Runge-Kutta step moves on a manifold (see :func:`rk_step`).
+MANIFOLD_SCHEMES: tuple[str, ...] = ("expmap", "projection")
+
 #: The tableaux by method name.
 TABLEAUX: dict[str, ButcherTableau] = {
     tab.name: tab for tab in (EULER, MIDPOINT, HEUN, RK4, DOPRI5)
@@ -130,11 +150,13 @@ def _combine(coeffs: tuple[float, ...], ks: list[Tensor], h: float) -> Tensor | 
     return acc
 
 
-def _move(x: Tensor, u: Tensor | None, manifold: ManifoldLike | None) -> Tensor:
+def _move(x: Tensor, u: Tensor | None, manifold: ManifoldLike | None, scheme: str) -> Tensor:
     if u is None:
         return x
     if manifold is None:
         return x + u
+    if scheme == "projection":
+        return manifold.projx(x + u)
     return manifold.projx(manifold.expmap(x, manifold.proju(x, u)))
 
 
@@ -146,6 +168,7 @@ def rk_step(
     tableau: ButcherTableau,
     *,
     manifold: ManifoldLike | None = None,
+    scheme: str = "expmap",
     k1: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """One explicit Runge-Kutta step from ``(t, x)`` to ``t + h``.
@@ -158,6 +181,8 @@ def rk_step(
         h: the signed step size (negative to integrate backwards).
         tableau: the method's :class:`ButcherTableau`.
         manifold: optional manifold with geoopt's ``proju``, ``expmap`` and ``projx``.
+        scheme: how to move on the manifold, ``"expmap"`` or ``"projection"`` (see the module
+            docstring).
         k1: the velocity at ``(x, t)`` when already known (FSAL); evaluated otherwise.
 
     Returns:
@@ -178,21 +203,23 @@ def rk_step(
         1993, section II.1. Hairer, Lubich, Wanner. Geometric Numerical Integration, 2nd ed.,
         Springer 2006, chapter IV (projection methods and integrators on manifolds).
     """
+    if manifold is not None and scheme not in MANIFOLD_SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(MANIFOLD_SCHEMES)}")
     ks = [f(x, t) if k1 is None else k1]
     x_new: Tensor | None = None
     last = tableau.stages - 1
     for i in range(1, tableau.stages):
-        xi = _move(x, _combine(tableau.a[i], ks, h), manifold)
+        xi = _move(x, _combine(tableau.a[i], ks, h), manifold, scheme)
         ks.append(f(xi, t + tableau.c[i] * h))
         if tableau.fsal and i == last:
             x_new = xi
     if x_new is None:
-        x_new = _move(x, _combine(tableau.b, ks, h), manifold)
+        x_new = _move(x, _combine(tableau.b, ks, h), manifold, scheme)
     err: Tensor | None = None
     if tableau.b_err is not None:
         err = _combine(tableau.b_err, ks, h)
         if err is None:
             err = torch.zeros_like(x)
-        elif manifold is not None:
+        elif manifold is not None and scheme == "expmap":
             err = manifold.proju(x, err)
     return x_new, (ks[-1] if tableau.fsal else None), err
