@@ -19,6 +19,7 @@ rate) differs.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from torch import Tensor
@@ -39,7 +40,7 @@ def _per_point(values: Tensor, batch: int) -> Tensor:
         )
     if values.ndim > 1:
         # Points made of several factors (e.g. N frames per sample): sum the factors' norms.
-        values = values.reshape(batch, -1).sum(dim=1)
+        values = values.reshape(batch, math.prod(values.shape[1:])).sum(dim=1)
     return values
 
 
@@ -104,7 +105,7 @@ def cfm_loss(
     batch = v_pred.shape[0]
     diff = v_pred - ut
     if manifold is None:
-        per_sample = diff.reshape(batch, -1).square().sum(dim=1)
+        per_sample = diff.reshape(batch, math.prod(diff.shape[1:])).square().sum(dim=1)
     else:
         xt = getattr(sample, "xt", None)
         if not isinstance(xt, Tensor):

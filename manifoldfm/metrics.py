@@ -14,6 +14,7 @@ distributions (uniform weights on the points).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -272,7 +273,12 @@ def path_energy(xs: Tensor, ts: Tensor, *, reduction: Literal["mean", "none"] = 
     if not (bool((dt > 0).all()) or bool((dt < 0).all())):
         raise ValueError("ts must be strictly increasing or strictly decreasing")
     steps = xs.shape[0] - 1
-    dx2 = torch.diff(xs, dim=0).reshape(steps, xs.shape[1], -1).square().sum(dim=2)
+    dx2 = (
+        torch.diff(xs, dim=0)
+        .reshape(steps, xs.shape[1], math.prod(xs.shape[2:]))
+        .square()
+        .sum(dim=2)
+    )
     per_traj = (dx2 / dt.abs()[:, None]).sum(dim=0)
     if reduction == "none":
         return per_traj

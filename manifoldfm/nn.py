@@ -188,9 +188,12 @@ class MLPVelocity(nn.Module):
 
     @property
     def null_label(self) -> int:
-        """The label index of the learned null class (``num_classes``)."""
+        """The label index of the learned null class (``num_classes``).
+
+        Raises ``ValueError`` for a model without class labels.
+        """
         if self.num_classes == 0:
-            raise AttributeError("this model takes no class labels (num_classes=0)")
+            raise ValueError("this model takes no class labels (num_classes=0)")
         return self.num_classes
 
     @property

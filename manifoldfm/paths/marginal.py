@@ -16,6 +16,7 @@ exact minimiser of the conditional flow-matching loss for that data (the regress
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -39,15 +40,16 @@ class EmpiricalMarginalVelocity:
     that no more than about ``chunk_size`` logits are held at once.
 
     **Time 1 (sigma_t = 0).** For schedules with exact endpoints (``CondOT()``, ``Cosine()``,
-    ``Polynomial(n)``, and ``VP`` whose ``sigma_1 = 0``) the conditional Gaussians collapse and the
-    field is singular at ``t = 1`` for ``x`` away from the data. There the posterior is taken to
-    be the nearest data point (among points of non-zero weight; the ``sigma -> 0`` limit of the
-    softmax) and the source estimate ``E[x0 | x]`` to be 0 (its value on the data), so
-    ``v(x, 1) = alpha_1' m_nearest``: finite, never NaN, and the limit of the field along its own
-    trajectories averaged over the source. For ``t < 1`` the field is finite for every finite
-    input, though of size ``|x - alpha_t m| / sigma_t`` as ``t -> 1``. In float32, logits of
-    order ``|x| |m| / sigma_t^2`` lose precision when ``sigma_t`` is tiny (the posterior is then
-    one-hot anyway).
+    ``Polynomial(n)``; also ``VP``, whose ``sigma_1 = 0``) the conditional Gaussians collapse and
+    the field is singular at ``t = 1`` for ``x`` away from the data. There the posterior is the
+    nearest data point of non-zero weight (the ``sigma -> 0`` limit of the softmax, computed with
+    the variance floored at ``eps^2``, ``eps`` keyed by dtype) and the source estimate
+    ``E[x0 | x]`` is taken to be 0, its value on the data, so ``v(x, 1) = alpha_1' m_nearest``:
+    the conditional velocity at that data point averaged over the source. This keeps solvers
+    that evaluate ``t = 1`` (Heun, RK4) finite; it is a convention, not a limit. For ``t < 1`` the
+    field is finite for every finite input, though of size ``|x - alpha_t m| / sigma_t`` as
+    ``t -> 1``; it is never NaN. In float32, logits of order ``|x| |m| / sigma_t^2`` lose
+    precision when ``sigma_t`` is tiny (the posterior is then one-hot anyway).
 
     The data tensor is kept as given; calls with inputs of another dtype or device use a cached
     converted copy.
@@ -74,7 +76,8 @@ class EmpiricalMarginalVelocity:
 
     References:
         Lipman et al. Flow Matching for Generative Modeling. ICLR 2023 (marginal vector field).
-        Kamb & Ganguli. An analytic theory of creativity in convolutional diffusion models. 2024.
+        Karras, Aittala, Aila, Laine. Elucidating the Design Space of Diffusion-Based Generative
+        Models. NeurIPS 2022 (the ideal denoiser of a finite data set).
     """
 
     def __init__(
@@ -168,16 +171,12 @@ class EmpiricalMarginalVelocity:
         xc = xf - alpha[:, None] * mean  # x - alpha mu, so |x - alpha m|^2 = |xc - alpha mc|^2
         # -|xc - a mc|^2 / 2 up to a per-row constant: a <xc, mc> - a^2 |mc|^2 / 2.
         raw = alpha[:, None] * (xc @ centred.T) - (0.5 * alpha.square())[:, None] * sq[None, :]
-        # Below a dtype-keyed variance the softmax is one-hot to working precision (and raw / var
-        # could overflow): take the nearest point of non-zero weight, the sigma -> 0 limit.
+        # The variance is floored at eps^2 (dtype-keyed: 1e-12 in float32, 1e-24 in float64):
+        # below it the softmax is one-hot on the nearest point to working precision, and the
+        # floor keeps raw / var finite at sigma_t = 0 (the sigma -> 0 limit; exact ties split).
         eps = eps_for(xf.dtype)
-        positive = var > eps * eps
-        safe_var = torch.where(positive, var, torch.ones_like(var))
-        logits = raw / safe_var[:, None] + logw[None, :]
-        soft = torch.softmax(logits, dim=1)
-        nearest = torch.argmax(raw + torch.where(logw > -torch.inf, 0.0, logw)[None, :], dim=1)
-        hard = torch.nn.functional.one_hot(nearest, centred.shape[0]).to(soft.dtype)
-        return torch.where(positive[:, None], soft, hard)
+        logits = raw / var.clamp_min(eps * eps)[:, None] + logw[None, :]
+        return torch.softmax(logits, dim=1)
 
     def _chunks(self, batch: int, k: int, d: int) -> int:
         return max(1, self.chunk_size // max(k, d, 1)) if batch else 1
@@ -205,7 +204,7 @@ class EmpiricalMarginalVelocity:
         t = as_time(t, x)
         s = self.scheduler(t)
         tables = self._tables(x)
-        xf = x.reshape(x.shape[0], -1)
+        xf = x.reshape(x.shape[0], math.prod(self.point_shape))
         var = (s.sigma * self.source_std).square()
         step = self._chunks(x.shape[0], tables[0].shape[0], 1)
         parts = [
@@ -235,7 +234,7 @@ class EmpiricalMarginalVelocity:
         s = self.scheduler(t)
         tables = self._tables(x)
         centred, _, _, mean = tables
-        xf = x.reshape(x.shape[0], -1)
+        xf = x.reshape(x.shape[0], math.prod(self.point_shape))
         var = (s.sigma * self.source_std).square()
         step = self._chunks(x.shape[0], centred.shape[0], centred.shape[1])
         parts = [
