@@ -23,12 +23,12 @@ import torch
 from torch import Tensor
 
 from .._utils import as_time, broadcast_time, check_finite, check_positive, eps_for
-from .schedulers import Scheduler
+from .schedulers import ScheduleOutput, Scheduler
 
 __all__ = ["EmpiricalMarginalVelocity"]
 
 #: Default budget of ``B_chunk * K`` logits (and of ``B_chunk * D`` outputs) per chunk.
-_CHUNK_ELEMENTS = 1 << 24
+_CHUNK_ELEMENTS = 1 << 22
 
 
 class EmpiricalMarginalVelocity:
@@ -51,8 +51,8 @@ class EmpiricalMarginalVelocity:
     ``t -> 1``; it is never NaN. In float32, logits of order ``|x| |m| / sigma_t^2`` lose
     precision when ``sigma_t`` is tiny (the posterior is then one-hot anyway).
 
-    The data tensor is kept as given; calls with inputs of another dtype or device use a cached
-    converted copy.
+    The data tensor is kept as given (not copied: do not modify it in place); calls with inputs
+    of another dtype or device use a cached converted copy.
 
     Args:
         data: data points ``(K, *shape)``, ``K >= 1``.
@@ -230,7 +230,7 @@ class EmpiricalMarginalVelocity:
         t = as_time(t, x)
         return self._x1_pred(x, t)[0]
 
-    def _x1_pred(self, x: Tensor, t: Tensor) -> tuple[Tensor, Any]:
+    def _x1_pred(self, x: Tensor, t: Tensor) -> tuple[Tensor, ScheduleOutput]:
         s = self.scheduler(t)
         tables = self._tables(x)
         centred, _, _, mean = tables
