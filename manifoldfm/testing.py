@@ -1,4 +1,4 @@
-"""Public contract checkers: run them in your own tests on your own schedulers and paths.
+"""Public contract checkers for manifolds, schedulers and paths: run them in your own tests.
 
 Each checker raises ``AssertionError`` with a message naming the failed property, so it plugs
 into pytest directly. They are the same checks the library runs over its built-in objects.
@@ -6,13 +6,17 @@ into pytest directly. They are the same checks the library runs over its built-i
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
+from ._utils import checks
+from .manifolds.base import Manifold
 from .paths.base import PathSample, ProbPath
-from .paths.schedulers import Scheduler, ScheduleOutput
+from .paths.schedulers import ScheduleOutput, Scheduler
 
-__all__ = ["check_path", "check_scheduler"]
+__all__ = ["check_manifold", "check_path", "check_scheduler"]
 
 
 def _close(a: Tensor, b: Tensor, what: str, atol: float, rtol: float) -> None:
@@ -56,7 +60,9 @@ def check_scheduler(scheduler: Scheduler, *, dtype: torch.dtype = torch.float64)
     for name in ("alpha", "sigma", "d_alpha", "d_sigma"):
         v = getattr(out, name)
         if v.shape != t.shape or v.dtype != t.dtype:
-            raise AssertionError(f"{name} has shape/dtype {tuple(v.shape)}/{v.dtype}, t has {tuple(t.shape)}/{t.dtype}")
+            raise AssertionError(
+                f"{name} has shape/dtype {tuple(v.shape)}/{v.dtype}, t has {tuple(t.shape)}/{t.dtype}"
+            )
     ends = scheduler(torch.tensor([0.0, 1.0], dtype=dtype))
     if not (torch.isfinite(ends.alpha).all() and torch.isfinite(ends.sigma).all()):
         raise AssertionError("alpha or sigma is not finite at t = 0 or t = 1")
@@ -130,3 +136,228 @@ def check_path(
 
     _, dxdt = torch.func.jvp(xt_of, (t,), (torch.ones_like(t),))
     _close(s.ut, dxdt, "ut vs d xt / dt", tol * 10, tol * 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# manifolds
+# ---------------------------------------------------------------------------------------------
+
+_MANIFOLD_TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
+
+
+def _finite(t: Tensor | None, what: str) -> None:
+    if t is None:
+        raise AssertionError(f"{what}: no gradient")
+    if not bool(torch.isfinite(t).all()):
+        raise AssertionError(f"{what}: {int((~torch.isfinite(t)).sum())} non-finite entries")
+
+
+def _like(a: Tensor, ref: Tensor, shape: tuple[int, ...], what: str) -> None:
+    if tuple(a.shape) != shape or a.dtype != ref.dtype or a.device != ref.device:
+        raise AssertionError(
+            f"{what}: shape/dtype/device {tuple(a.shape)}/{a.dtype}/{a.device}, "
+            f"expected {shape}/{ref.dtype}/{ref.device}"
+        )
+
+
+def check_manifold(
+    manifold: Manifold,
+    *,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+) -> None:
+    """Check a manifold's contract on random points (with on-manifold checks switched on).
+
+    * attributes: ``point_shape`` (tuple), ``dim``, ``volume > 0``, ``injectivity_radius > 0``;
+    * ``random`` (and ``random_uniform`` when the volume is finite) give points on the
+      manifold with the requested shape, dtype and device, reproducible from a seeded generator;
+    * ``projx`` fixes points and is idempotent; ``proju`` is tangent and idempotent;
+    * ``inner`` is symmetric and positive with shape ``(B,)`` (``keepdim`` keeps point dims),
+      ``norm**2 = inner``, and ``egrad2rgrad`` is the Riemannian gradient:
+      ``inner(x, egrad2rgrad(x, g), v) = <g, v>`` for tangent ``v``;
+    * ``logmap(x, expmap(x, u)) = u`` and ``dist(x, expmap(x, u)) = |u|_x`` for
+      ``|u|_x`` below the injectivity radius (also for tiny ``u``); ``expmap(x, logmap(x, y))
+      = y`` off the cut locus; ``|logmap(x, y)|_x = dist(x, y)``;
+    * ``dist`` is symmetric, zero on the diagonal and satisfies the triangle inequality;
+    * ``transp`` lands in the tangent space at ``y``, is the identity for ``y = x`` and, where
+      ``parallel_transport`` is set, preserves inner products and maps ``log_x y`` to
+      ``-log_y x``;
+    * gradients of ``dist`` and ``logmap`` at ``x = y`` and of ``expmap`` at ``u = 0`` are
+      finite, and ``d/dt expmap(x, t v)`` at ``t = 0`` is ``v``;
+    * a point of the wrong shape raises ``ValueError``.
+
+    Args:
+        manifold: the manifold (a :class:`manifoldfm.manifolds.Manifold`).
+        dtype: floating dtype (float64: tolerance 1e-9; float32: 1e-4).
+        seed: seed of the generator that draws all test tensors.
+        batch_size: number of points per draw.
+        device: device (default CPU).
+
+    Raises:
+        AssertionError: naming the first property that fails.
+
+    Example:
+        >>> from manifoldfm.manifolds import SO3, Sphere, Product, Euclidean
+        >>> from manifoldfm.testing import check_manifold
+        >>> check_manifold(Sphere(2))
+        >>> check_manifold(Product(SO3(), Euclidean(3)), seed=1)
+    """
+    with checks(manifold=True):
+        _check_manifold(manifold, dtype, seed, batch_size, torch.device(device or "cpu"))
+
+
+def _check_manifold(
+    m: Manifold, dtype: torch.dtype, seed: int, b: int, device: torch.device
+) -> None:
+    tol = _MANIFOLD_TOL.get(dtype, 1e-4)
+    ps = m.point_shape
+    if not isinstance(ps, tuple) or not all(isinstance(s, int) for s in ps):
+        raise AssertionError(f"point_shape must be a tuple of ints, got {ps!r}")
+    if not isinstance(m.dim, int) or m.dim < 0:
+        raise AssertionError(f"dim must be an int >= 0, got {m.dim!r}")
+    if not m.volume > 0 or not m.injectivity_radius > 0:
+        raise AssertionError(
+            f"volume and injectivity_radius must be > 0, got {m.volume}, {m.injectivity_radius}"
+        )
+    pd = tuple(range(-len(ps), 0))
+    full = (b, *ps)
+    g = torch.Generator(device).manual_seed(seed)
+
+    def on_manifold(x: Tensor, what: str) -> None:
+        ok, reason = m.check_point_on_manifold(x, explain=True, atol=tol, rtol=0.0)
+        if not ok:
+            raise AssertionError(f"{what} not on the manifold: {reason}")
+
+    def tangent(x: Tensor, u: Tensor, what: str) -> None:
+        ok, reason = m.check_vector_on_tangent(x, u, explain=True, atol=tol, rtol=0.0)
+        if not ok:
+            raise AssertionError(f"{what} not tangent: {reason}")
+
+    def ambient() -> Tensor:
+        return torch.randn(full, generator=g, dtype=dtype, device=device)
+
+    def eucl(a: Tensor, c: Tensor) -> Tensor:
+        return (a * c).sum(dim=pd)
+
+    # --- random draws
+    x = m.random(b, generator=g, dtype=dtype, device=device)
+    ref = torch.empty(0, dtype=dtype, device=device)
+    _like(x, ref, full, "random")
+    on_manifold(x, "random points")
+    g2 = torch.Generator(device).manual_seed(seed)
+    if not torch.equal(m.random(b, generator=g2, dtype=dtype, device=device), x):
+        raise AssertionError("random: not reproducible from a seeded generator")
+    if math.isfinite(m.volume):
+        gu = torch.Generator(device).manual_seed(seed + 1)
+        xu = m.random_uniform(b, generator=gu, dtype=dtype, device=device)
+        _like(xu, ref, full, "random_uniform")
+        on_manifold(xu, "random_uniform points")
+        gu.manual_seed(seed + 1)
+        if not torch.equal(m.random_uniform(b, generator=gu, dtype=dtype, device=device), xu):
+            raise AssertionError("random_uniform: not reproducible from a seeded generator")
+    y = m.random(b, generator=g, dtype=dtype, device=device)
+
+    # --- projections
+    _close(m.projx(x), x, "projx of points on the manifold", tol, tol)
+    p = m.projx(x + 0.1 * ambient())
+    on_manifold(p, "projx output")
+    _close(m.projx(p), p, "projx idempotent", tol, tol)
+    u = m.proju(x, ambient())
+    _like(u, x, full, "proju")
+    tangent(x, u, "proju output")
+    _close(m.proju(x, u), u, "proju idempotent", tol, tol)
+    v = m.proju(x, ambient())
+
+    # --- inner product
+    uv, vu = m.inner(x, u, v), m.inner(x, v, u)
+    _like(uv, x, (b,), "inner")
+    _like(m.inner(x, u, v, keepdim=True), x, (b,) + (1,) * len(ps), "inner keepdim")
+    _close(uv, vu, "inner symmetric", tol, tol)
+    uu = m.inner(x, u)
+    if not bool((uu > 0).all()):
+        raise AssertionError("inner positive: <u, u>_x <= 0 for a nonzero tangent u")
+    _close(m.norm(x, u) ** 2, uu, "norm**2 = inner", tol, tol)
+    egrad = ambient()
+    rgrad = m.egrad2rgrad(x, egrad)
+    tangent(x, rgrad, "egrad2rgrad output")
+    _close(m.inner(x, rgrad, v), eucl(egrad, v), "egrad2rgrad is the Riemannian gradient", tol, tol)
+
+    # --- exp / log / dist
+    r_max = 0.9 * m.injectivity_radius if math.isfinite(m.injectivity_radius) else 3.0
+    lengths = r_max * torch.rand(b, generator=g, dtype=dtype, device=device)
+    lengths[0] = 1e-3 * r_max
+    unit = u / m.norm(x, u, keepdim=True)
+    us = unit * lengths.reshape((b,) + (1,) * len(ps))
+    ys = m.expmap(x, us)
+    _like(ys, x, full, "expmap")
+    on_manifold(ys, "expmap output")
+    _close(m.norm(x, us), lengths, "|u|_x of the test vectors", tol, tol)
+    _close(m.logmap(x, ys), us, "logmap(x, expmap(x, u)) = u", tol, tol)
+    _close(m.dist(x, ys), lengths, "dist(x, expmap(x, u)) = |u|_x", tol, tol)
+    _close(m.dist(ys, x), lengths, "dist symmetric (along geodesics)", tol, tol)
+    tiny = 1e-6 if dtype == torch.float64 else 1e-3
+    _close(
+        m.dist(x, m.expmap(x, tiny * unit)),
+        torch.full_like(lengths, tiny),
+        "dist(x, expmap(x, u)) = |u|_x for tiny u",
+        0.0,
+        10 * tol,
+    )
+
+    lxy = m.logmap(x, y)
+    _like(lxy, x, full, "logmap")
+    tangent(x, lxy, "logmap output")
+    dxy = m.dist(x, y)
+    _like(dxy, x, (b,), "dist")
+    _close(m.norm(x, lxy), dxy, "|logmap(x, y)|_x = dist(x, y)", tol, tol)
+    _close(m.dist(y, x), dxy, "dist symmetric", tol, tol)
+    if not bool((dxy >= 0).all()):
+        raise AssertionError("dist non-negative")
+    off_cut = dxy < 0.99 * m.injectivity_radius
+    back = m.dist(m.expmap(x, lxy), y)
+    _close(back[off_cut], torch.zeros_like(back[off_cut]), "expmap(x, logmap(x, y)) = y", tol, tol)
+    _close(m.dist(x, x), torch.zeros_like(dxy), "dist(x, x) = 0", tol, 0.0)
+    _close(m.logmap(x, x), torch.zeros_like(x), "logmap(x, x) = 0", tol, 0.0)
+    z = m.random(b, generator=g, dtype=dtype, device=device)
+    if not bool((m.dist(x, z) <= dxy + m.dist(y, z) + tol).all()):
+        raise AssertionError("dist triangle inequality")
+
+    # --- transport
+    tv = m.transp(x, ys, v)
+    _like(tv, x, full, "transp")
+    tangent(ys, tv, "transp output")
+    _close(m.transp(x, x, v), v, "transp(x, x, v) = v", tol, tol)
+    if m.parallel_transport:
+        tu = m.transp(x, ys, us)
+        _close(m.inner(ys, tu, tv), m.inner(x, us, v), "transp preserves inner products", tol, tol)
+        _close(tu, -m.logmap(ys, x), "transp(x, y, log_x y) = -log_y x", tol, tol)
+
+    # --- gradients at the singular points of the formulas
+    w = ambient()
+    xr, yr = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    gx, gy = torch.autograd.grad(m.dist(xr, yr).sum(), (xr, yr), allow_unused=True)
+    _finite(gx if gx is not None else torch.zeros(1), "gradient of dist at x = y (x)")
+    _finite(gy if gy is not None else torch.zeros(1), "gradient of dist at x = y (y)")
+    yr = x.clone().requires_grad_(True)
+    (gl,) = torch.autograd.grad((m.logmap(x, yr) * w).sum(), (yr,))
+    _finite(gl, "gradient of logmap at x = y")
+    u0 = torch.zeros_like(x).requires_grad_(True)
+    (ge,) = torch.autograd.grad((m.expmap(x, u0) * w).sum(), (u0,))
+    _finite(ge, "gradient of expmap at u = 0")
+    t = torch.zeros(b, dtype=dtype, device=device, requires_grad=True)
+    (gt,) = torch.autograd.grad((m.expmap(x, t.reshape((b,) + (1,) * len(ps)) * v) * w).sum(), (t,))
+    _close(gt, eucl(v, w), "d/dt expmap(x, t v) at t = 0 = v", tol, tol)
+    yr = y.clone().requires_grad_(True)
+    (gd,) = torch.autograd.grad(m.dist(x, yr).sum(), (yr,))
+    _finite(gd, "gradient of dist at random pairs")
+
+    # --- validation
+    bad = torch.zeros((b, *ps[:-1], ps[-1] + 1), dtype=dtype, device=device)
+    try:
+        m.dist(x, bad)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError(f"dist accepted a point of shape {tuple(bad.shape)}: no ValueError")

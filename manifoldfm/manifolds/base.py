@@ -231,7 +231,7 @@ class Manifold(geoopt.Manifold):
     def _require_point(self, name: str, x: Tensor) -> None:
         if not manifold_checks_enabled() or x.numel() == 0:
             return
-        dev = float(self._point_deviation(x).max())
+        dev = float(self._point_deviation(x.detach()).max())
         tol = check_tol(x.dtype)
         if not dev <= tol:
             raise ValueError(
@@ -242,7 +242,7 @@ class Manifold(geoopt.Manifold):
     def _require_tangent(self, name: str, x: Tensor, u: Tensor) -> None:
         if not manifold_checks_enabled() or u.numel() == 0:
             return
-        dev = float(self._tangent_deviation(x, u).max())
+        dev = float(self._tangent_deviation(x.detach(), u.detach()).max())
         tol = check_tol(u.dtype)
         if not dev <= tol:
             raise ValueError(
@@ -255,7 +255,7 @@ class Manifold(geoopt.Manifold):
     def _check_point_on_manifold(
         self, x: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> tuple[bool, str | None]:
-        dev = float(self._point_deviation(x).max()) if x.numel() else 0.0
+        dev = float(self._point_deviation(x.detach()).max()) if x.numel() else 0.0
         if dev <= atol + rtol:
             return True, None
         return False, f"{self._deviation_name} = {dev:.3g} exceeds atol + rtol = {atol + rtol:.1g}"
@@ -263,7 +263,7 @@ class Manifold(geoopt.Manifold):
     def _check_vector_on_tangent(
         self, x: Tensor, u: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> tuple[bool, str | None]:
-        dev = float(self._tangent_deviation(x, u).max()) if u.numel() else 0.0
+        dev = float(self._tangent_deviation(x.detach(), u.detach()).max()) if u.numel() else 0.0
         if dev <= atol + rtol:
             return True, None
         return False, f"normal component (relative) = {dev:.3g} exceeds {atol + rtol:.1g}"
