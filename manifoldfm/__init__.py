@@ -1,12 +1,19 @@
-"""manifoldfm: flow matching on Euclidean space, Riemannian manifolds and function spaces."""
+"""manifoldfm: flow matching on Euclidean space, Riemannian manifolds and function spaces.
 
+The public names are re-exported here; submodules ``nn``, ``metrics``, ``data`` and ``testing``
+are reachable as attributes (``manifoldfm.nn.MLPVelocity``).
+"""
+
+from . import data, metrics, nn
 from ._utils import checks
+from .losses import cfm_loss
 from .paths import (
     VE,
     VP,
     AffinePath,
     CondOT,
     Cosine,
+    EmpiricalMarginalVelocity,
     LinearGaussianPath,
     PathSample,
     Polynomial,
@@ -15,6 +22,15 @@ from .paths import (
     Scheduler,
     SchrodingerBridgePath,
 )
+from .solvers import (
+    LikelihoodResult,
+    ODESolution,
+    SDESolution,
+    log_likelihood,
+    solve_ode,
+    solve_sde,
+)
+from .sources import Gaussian
 
 __version__ = "0.1.0.dev0"
 
@@ -24,13 +40,25 @@ __all__ = [
     "AffinePath",
     "CondOT",
     "Cosine",
+    "EmpiricalMarginalVelocity",
+    "Gaussian",
+    "LikelihoodResult",
     "LinearGaussianPath",
+    "ODESolution",
     "PathSample",
     "Polynomial",
     "ProbPath",
+    "SDESolution",
     "ScheduleOutput",
     "Scheduler",
     "SchrodingerBridgePath",
     "__version__",
+    "cfm_loss",
     "checks",
+    "data",
+    "log_likelihood",
+    "metrics",
+    "nn",
+    "solve_ode",
+    "solve_sde",
 ]

@@ -39,10 +39,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--steps", type=int, default=3000, help="training steps (default: 3000)")
     demo.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
-    demo.add_argument("--ode-steps", type=int, default=50, help="rk4 steps when sampling (default: 50)")
+    demo.add_argument(
+        "--ode-steps", type=int, default=50, help="rk4 steps when sampling (default: 50)"
+    )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument(
-        "--out", type=Path, default=Path("outputs/demo_moons"), help="output folder (default: outputs/demo_moons)"
+        "--out",
+        type=Path,
+        default=Path("outputs/demo_moons"),
+        help="output folder (default: outputs/demo_moons)",
     )
     demo.add_argument("--smoke", action="store_true", help="a few training steps, for CI")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -145,11 +150,19 @@ def run_moons_demo(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        _plot(out / "moons.png", test, sol.x, sol.xs, title=f"8 gaussians -> moons ({coupling}), W2={w2:.3f}")
+        _plot(
+            out / "moons.png",
+            test,
+            sol.x,
+            sol.xs,
+            title=f"8 gaussians -> moons ({coupling}), W2={w2:.3f}",
+        )
     return metrics
 
 
-def _plot(file: Path, data: torch.Tensor, samples: torch.Tensor, xs: torch.Tensor, *, title: str) -> None:
+def _plot(
+    file: Path, data: torch.Tensor, samples: torch.Tensor, xs: torch.Tensor, *, title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -3,6 +3,7 @@
 from .affine import AffinePath
 from .base import PathSample, ProbPath
 from .bridge import LinearGaussianPath, SchrodingerBridgePath
+from .marginal import EmpiricalMarginalVelocity
 from .schedulers import VE, VP, CondOT, Cosine, Polynomial, ScheduleOutput, Scheduler
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "AffinePath",
     "CondOT",
     "Cosine",
+    "EmpiricalMarginalVelocity",
     "LinearGaussianPath",
     "PathSample",
     "Polynomial",
