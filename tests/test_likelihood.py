@@ -38,14 +38,20 @@ def affine_flow(seed: int, dim: int, dtype=torch.float64, device="cpu"):
     return v, target, A, g
 
 
+def draw(target, n: int, g: torch.Generator):
+    """n samples of a MultivariateNormal from a seeded generator."""
+    z = torch.randn(n, target.loc.shape[0], generator=g, dtype=torch.float64)
+    return target.loc + z @ target.scale_tril.T
+
+
 # ------------------------------------------------------------------------ exactness
 @pytest.mark.parametrize(("method", "steps"), [("rk4", 40), ("dopri5", None)])
 @settings(max_examples=10)
 @given(seed=st.integers(0, 2**31 - 1), dim=st.integers(1, 4))
 @example(seed=0, dim=1)
 def test_affine_flow_likelihood_is_the_gaussian_density(method, steps, seed, dim):
-    v, target, A, _ = affine_flow(seed, dim)
-    x1 = target.sample((16,))
+    v, target, A, g = affine_flow(seed, dim)
+    x1 = draw(target, 16, g)
     res = log_likelihood(v, x1, Gaussian(dim), steps=steps, method=method, atol=1e-9, rtol=1e-9)
     assert isinstance(res, LikelihoodResult)
     torch.testing.assert_close(res.log_prob, target.log_prob(x1), rtol=0, atol=1e-6)
@@ -56,8 +62,8 @@ def test_affine_flow_likelihood_is_the_gaussian_density(method, steps, seed, dim
 
 
 def test_nfe_and_shapes_of_the_result():
-    v, target, _, _ = affine_flow(1, 6)
-    x1 = target.sample((5,)).reshape(5, 3, 2)
+    v, target, _, g = affine_flow(1, 6)
+    x1 = draw(target, 5, g).reshape(5, 3, 2)
 
     def v_shaped(x, t):
         assert x.shape == (5, 3, 2) and t.shape == (5,)
@@ -74,8 +80,8 @@ def test_nfe_and_shapes_of_the_result():
 
 def test_likelihood_round_trips_the_samples():
     """x0 is the data sent back to the source: the forward ODE takes it back to x1."""
-    v, target, _, _ = affine_flow(2, 3)
-    x1 = target.sample((8,))
+    v, target, _, g = affine_flow(2, 3)
+    x1 = draw(target, 8, g)
     res = log_likelihood(v, x1, Gaussian(3), steps=30)
     fwd = mfm.solvers.solve_ode(v, res.x0, steps=30, method="rk4")
     torch.testing.assert_close(fwd.x, x1, rtol=0, atol=1e-8)
@@ -83,10 +89,10 @@ def test_likelihood_round_trips_the_samples():
 
 # ------------------------------------------------------------------------ Hutchinson
 def test_hutchinson_is_unbiased():
-    v, target, _, _ = affine_flow(3, 3)
+    v, target, _, g = affine_flow(3, 3)
     n = 1000
     g = torch.Generator().manual_seed(0)
-    x1 = target.sample((n,))
+    x1 = draw(target, n, g)
     res = log_likelihood(
         v, x1, Gaussian(3), steps=8, divergence="hutchinson", generator=g, n_probes=1
     )
@@ -129,8 +135,8 @@ def test_hutchinson_is_exact_for_a_diagonal_jacobian():
 
 
 def test_more_probes_reduce_the_variance():
-    v, target, _, _ = affine_flow(4, 4)
-    x1 = target.sample((400,))
+    v, target, _, g = affine_flow(4, 4)
+    x1 = draw(target, 300, g)
 
     def spread(n_probes: int) -> float:
         res = log_likelihood(
@@ -144,15 +150,15 @@ def test_more_probes_reduce_the_variance():
         )
         return res.delta_logp.std().item()
 
-    ratio = spread(1) / spread(16)
-    assert 2.5 < ratio < 6.0  # ~ sqrt(16) = 4
+    ratio = spread(1) / spread(9)
+    assert 2.2 < ratio < 4.0  # ~ sqrt(9) = 3
 
 
 @settings(max_examples=10)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_hutchinson_is_reproducible_with_a_generator(seed):
-    v, target, _, _ = affine_flow(5, 3)
-    x1 = target.sample((6,))
+    v, target, _, g = affine_flow(5, 3)
+    x1 = draw(target, 6, g)
     kw = {"steps": 4, "divergence": "hutchinson"}
     a = log_likelihood(v, x1, Gaussian(3), generator=torch.Generator().manual_seed(seed), **kw)
     b = log_likelihood(v, x1, Gaussian(3), generator=torch.Generator().manual_seed(seed), **kw)
@@ -196,8 +202,8 @@ def test_nonlinear_flow_density_integrates_to_one():
 
 # ------------------------------------------------------------------ autograd contexts
 def test_works_under_no_grad_and_returns_detached_results():
-    v, target, _, _ = affine_flow(6, 2)
-    x1 = target.sample((4,)).requires_grad_(True)
+    v, target, _, g = affine_flow(6, 2)
+    x1 = draw(target, 4, g).requires_grad_(True)
     with torch.no_grad():
         res = log_likelihood(v, x1, Gaussian(2), steps=10)
     torch.testing.assert_close(res.log_prob, target.log_prob(x1.detach()), rtol=0, atol=1e-6)
@@ -234,15 +240,15 @@ def test_cond_is_forwarded():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("div", ["exact", "hutchinson"])
 def test_dtype_and_device_are_preserved(dtype, device, div):
-    v, target, _, _ = affine_flow(7, 2, dtype=dtype, device=device)
+    v, target, _, g = affine_flow(7, 2, dtype=dtype, device=device)
 
     def v_dev(x, t):
         assert t.dtype == dtype and t.device == x.device
         return v(x, t)
 
-    x1 = target.sample((6,)).to(dtype=dtype, device=device)
+    x1 = draw(target, 6, g).to(dtype=dtype, device=device)
     g = torch.Generator(device=device).manual_seed(0)
-    res = log_likelihood(v_dev, x1, Gaussian(2), steps=10, divergence=div, generator=g)
+    res = log_likelihood(v_dev, x1, Gaussian(2), steps=20, divergence=div, generator=g)
     for out in (res.log_prob, res.x0, res.log_prob_source, res.delta_logp):
         assert out.dtype == dtype and out.device == x1.device
     if div == "exact":
