@@ -325,6 +325,15 @@ def test_trajectory_shapes(method, save, shape):
     torch.testing.assert_close(sol.x, x0 * decay(method, 6), rtol=decay_rtol(method), atol=0)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_empty_batch_and_unstructured_states(method):
+    empty = solve_ode(_v, torch.zeros(0, 3), steps=3, method=method)
+    assert empty.x.shape == (0, 3) and empty.xs.shape == (2, 0, 3)
+    flat = solve_ode(_v, torch.ones(4, dtype=torch.float64), steps=5, method=method)
+    want = torch.full((4,), decay(method, 5), dtype=torch.float64)
+    torch.testing.assert_close(flat.x, want, rtol=decay_rtol(method), atol=0)
+
+
 def test_trajectory_matches_the_times():
     v, x0, exact = linear_problem(4, 2, True)
     sol = solve_ode(v, x0, steps=40, method="rk4", save_trajectory=True)

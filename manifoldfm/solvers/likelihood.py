@@ -124,6 +124,9 @@ def log_likelihood(
     once from ``generator`` and reused along the whole trajectory, so the estimate is the
     log-density of one (random) continuous flow.
 
+    Fixed-step methods evaluate ``v`` at ``t1`` itself: for a field that is singular there (a
+    data- or noise-prediction model converted to a velocity) pass ``t1 = 1 - eps``.
+
     The result is for evaluation: no gradient flows back to ``x1`` or to ``v``'s parameters.
     ``v`` must treat batch elements independently (no batch statistics: call ``model.eval()``).
 

@@ -248,8 +248,10 @@ def _fixed(
 
 def _rms(x: Tensor, scale: Tensor) -> Tensor:
     """Per-sample RMS of ``x / scale`` maximised over the batch (a 0-dim tensor)."""
+    if x.numel() == 0:
+        return x.new_zeros(())
     r = (x / scale).reshape(x.shape[0], -1)
-    return r.square().mean(dim=1).sqrt().amax() if r.numel() else r.new_zeros(())
+    return r.square().mean(dim=1).sqrt().amax()
 
 
 def _initial_step(
