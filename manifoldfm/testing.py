@@ -353,11 +353,19 @@ def _check_manifold(
     (gd,) = torch.autograd.grad(m.dist(x, yr).sum(), (yr,))
     _finite(gd, "gradient of dist at random pairs")
 
-    # --- validation
+    # --- validation (shape checks only: on-manifold checks off so they cannot stand in)
     bad = torch.zeros((b, *ps[:-1], ps[-1] + 1), dtype=dtype, device=device)
-    try:
-        m.dist(x, bad)
-    except ValueError:
-        pass
-    else:
-        raise AssertionError(f"dist accepted a point of shape {tuple(bad.shape)}: no ValueError")
+    with checks(manifold=False):
+        try:
+            m.dist(x, bad)
+        except ValueError:
+            pass
+        except Exception as exc:
+            raise AssertionError(
+                f"dist on a point of shape {tuple(bad.shape)} raised {type(exc).__name__}, "
+                "not ValueError"
+            ) from exc
+        else:
+            raise AssertionError(
+                f"dist accepted a point of shape {tuple(bad.shape)}: no ValueError"
+            )

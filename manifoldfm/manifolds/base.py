@@ -107,9 +107,10 @@ def atan_ratio(s: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     """Return ``theta = atan2(s, c)`` and ``theta / s`` for ``s >= 0``, accurate as ``s -> 0``.
 
     Where ``c > 0`` and ``s / c`` is small, ``theta / s = atan(z) / (z c)`` with ``z = s / c`` is
-    evaluated by its series, so both the value and its gradient stay exact at ``s = 0``. Where
-    ``s = 0`` and ``c <= 0`` the ratio has no finite value; it is then returned finite but
-    meaningless, and callers must select another branch there.
+    evaluated by its series, so both the value and its gradient stay exact at ``s = 0``.
+    Elsewhere ``theta / s`` uses a denominator kept above ``eps_for(dtype)`` so that gradients
+    stay finite: where ``c <= 0`` and ``s <= eps_for(dtype)`` (next to the antipode, where the
+    ratio blows up) the value is finite but meaningless and callers select another branch.
     """
     theta = torch.atan2(s, c)
     thr = _taylor_threshold(s.dtype)

@@ -42,7 +42,7 @@ class Euclidean(Manifold):
 
     def __init__(self, d: int | Sequence[int]) -> None:
         super().__init__()
-        shape = (d,) if isinstance(d, int) and not isinstance(d, bool) else tuple(d)  # type: ignore[arg-type]
+        shape = (d,) if isinstance(d, int) else tuple(d) if isinstance(d, Sequence) else ()
         if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
             raise ValueError(
                 f"Euclidean dimension must be a positive int or tuple of them, got {d!r}"

@@ -51,14 +51,17 @@ class Product(Manifold):
 
     def __init__(self, *manifolds: Manifold | Sequence[Manifold]) -> None:
         super().__init__()
+        items: tuple[object, ...] = manifolds
         if len(manifolds) == 1 and isinstance(manifolds[0], (list, tuple)):
-            manifolds = tuple(manifolds[0])
-        if not manifolds:
+            items = tuple(manifolds[0])
+        if not items:
             raise ValueError("Product needs at least one factor")
-        for i, m in enumerate(manifolds):
+        factors: list[Manifold] = []
+        for i, m in enumerate(items):
             if not isinstance(m, Manifold):
                 raise TypeError(f"factor {i} must be a manifoldfm manifold, got {type(m).__name__}")
-        self.factors = nn.ModuleList(manifolds)
+            factors.append(m)
+        self.factors = nn.ModuleList(factors)
         self.sizes = tuple(math.prod(m.point_shape) for m in self._ms)
         bounds = [0]
         for s in self.sizes:

@@ -171,8 +171,8 @@ def rotation_angle(r: Tensor) -> Tensor:
     Example:
         >>> import math, torch
         >>> from manifoldfm.manifolds.so3 import rotation_angle, rotvec_to_rotmat
-        >>> float(rotation_angle(rotvec_to_rotmat(torch.tensor([0.0, 2.0, 0.0]))))
-        2.0
+        >>> rotation_angle(rotvec_to_rotmat(torch.tensor([0.0, 2.0, 0.0], dtype=torch.float64)))
+        tensor(2., dtype=torch.float64)
     """
     _check_last(r, (3, 3), "r")
     q = roma.rotmat_to_unitquat(r)
