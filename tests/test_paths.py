@@ -183,7 +183,12 @@ def test_schrodinger_bridge_variance():
 
 @pytest.mark.parametrize(
     "path",
-    [mfm.AffinePath(), mfm.AffinePath(mfm.VP()), mfm.LinearGaussianPath(0.1), mfm.SchrodingerBridgePath(0.5)],
+    [
+        mfm.AffinePath(),
+        mfm.AffinePath(mfm.VP()),
+        mfm.LinearGaussianPath(0.1),
+        mfm.SchrodingerBridgePath(0.5),
+    ],
     ids=repr,
 )
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -195,7 +200,9 @@ def test_dtype_preserved(path, dtype):
 
 
 @pytest.mark.parametrize(
-    "path", [mfm.AffinePath(), mfm.LinearGaussianPath(0.1), mfm.SchrodingerBridgePath(0.5)], ids=repr
+    "path",
+    [mfm.AffinePath(), mfm.LinearGaussianPath(0.1), mfm.SchrodingerBridgePath(0.5)],
+    ids=repr,
 )
 def test_bad_input(path):
     x0, x1 = _pair(0, (4, 3))
