@@ -7,6 +7,7 @@ are reachable as attributes (``manifoldfm.nn.MLPVelocity``).
 from . import data, metrics, nn
 from ._utils import checks
 from .losses import cfm_loss
+from .manifolds import SO3, Euclidean, FlatTorus, Manifold, Product, Sphere
 from .paths import (
     VE,
     VP,
@@ -35,23 +36,29 @@ from .sources import Gaussian
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "SO3",
     "VE",
     "VP",
     "AffinePath",
     "CondOT",
     "Cosine",
     "EmpiricalMarginalVelocity",
+    "Euclidean",
+    "FlatTorus",
     "Gaussian",
     "LikelihoodResult",
     "LinearGaussianPath",
+    "Manifold",
     "ODESolution",
     "PathSample",
     "Polynomial",
     "ProbPath",
+    "Product",
     "SDESolution",
     "ScheduleOutput",
     "Scheduler",
     "SchrodingerBridgePath",
+    "Sphere",
     "__version__",
     "cfm_loss",
     "checks",
