@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -137,6 +138,25 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _git() -> dict[str, Any]:
+    """Commit of the working tree and whether the library's files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "manifoldfm"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    return {"commit": head, "uncommitted_library_files": dirty}
+
+
 def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
     """Date, host description and library versions, stored with every result file."""
     info: dict[str, Any] = {
@@ -148,6 +168,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
         "device": str(device),
+        "git": _git(),
         "versions": {
             d: _version(d) for d in ("torch", "manifoldfm", "torchcfm", "flow_matching", "pot")
         },
