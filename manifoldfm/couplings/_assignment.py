@@ -1,0 +1,177 @@
+"""Exact linear assignment (equal-size uniform optimal transport) solvers (private).
+
+Two solvers, both returning an optimal permutation:
+
+* ``"lsa"`` (host): SciPy's shortest-augmenting-path solver (``linear_sum_assignment``, a
+  Jonker-Volgenant variant) run on the *reduced* matrix ``C - f - g``, where ``f, g`` are
+  approximate OT dual potentials from a few float32 Sinkhorn stages (:func:`approx_duals`).
+  Subtracting a row constant and a column constant changes the cost of every permutation by the
+  same amount, so the optimum is exactly that of ``C``; but with near-optimal duals the
+  augmenting paths are short, which makes the solve several times faster than on ``C`` itself
+  (4-30x at 1024 points).
+* ``"auction"`` (any device, torch): Bertsekas' auction with epsilon scaling, vectorised over all
+  unassigned rows (Jacobi bidding), warm-started with log-domain Sinkhorn prices. At the end
+  every row is within ``eps_final`` of its best object (epsilon complementary slackness), so the
+  permutation's cost exceeds the optimum by at most the duality gap
+  ``sum_i (C + p)_{i, s(i)} - min_j (C + p)_{ij} <= n * eps_final``, which is computed and
+  checked; ``eps_final`` is set so that this bound is ``1e-9`` times the largest absolute cost.
+  If the round budget runs out, the host solver finishes the job from the auction's prices.
+
+References:
+    R. Jonker and A. Volgenant. A shortest augmenting path algorithm for dense and sparse linear
+    assignment problems. Computing 38, 1987.
+    D. F. Crouse. On implementing 2D rectangular assignment algorithms. IEEE Trans. Aerospace
+    and Electronic Systems 52(4), 2016.
+    D. P. Bertsekas. The auction algorithm: a distributed relaxation method for the assignment
+    problem. Annals of Operations Research 14, 1988.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from ._sinkhorn import approx_duals, sinkhorn
+
+__all__ = ["SOLVERS", "auction", "solve_assignment"]
+
+SOLVERS = ("auto", "lsa", "auction")
+
+#: Below this size the dual pre-reduction costs more than it saves.
+_WARM_MIN = 48
+#: Relative size of the duality gap the auction certifies (times the largest |cost|).
+_AUCTION_REL_GAP = 1e-9
+
+
+def _lsa_host(cost64: np.ndarray, warm: bool = True) -> np.ndarray:
+    """Column index of each row in an optimal assignment of a square float64 matrix."""
+    n = cost64.shape[0]
+    reduced = cost64
+    if warm and n >= _WARM_MIN:
+        duals = approx_duals(cost64)
+        if duals is not None:
+            f, g = duals
+            reduced = cost64 - f[:, None]
+            reduced -= g[None, :]
+    _, cols = linear_sum_assignment(reduced)
+    return cols
+
+
+def _host_matrix(cost: Tensor) -> np.ndarray:
+    return cost.detach().to(device="cpu", dtype=torch.float64).numpy()
+
+
+def auction(
+    cost: Tensor,
+    prices: Tensor,
+    *,
+    eps_start: float,
+    eps_final: float,
+    scaling: float = 0.1,
+    max_rounds: int = 100_000,
+) -> tuple[Tensor, Tensor, float, bool]:
+    """Auction with epsilon scaling on a square float64 cost matrix (minimisation).
+
+    Each phase keeps the assignments that still satisfy epsilon complementary slackness at the
+    new epsilon and lets every unassigned row bid at once; an object goes to its highest bidder
+    (ties to the highest row index).
+
+    Returns:
+        ``(cols, prices, gap, done)``: the object of each row, the final prices, the certified
+        duality gap (an upper bound on ``cost(cols) - optimum``) and whether the auction finished
+        within ``max_rounds`` (if not, ``cols`` may hold ``-1`` and ``gap`` is ``inf``).
+    """
+    n = cost.shape[0]
+    dev = cost.device
+    rows = torch.arange(n, device=dev)
+    assign = torch.full((n,), -1, dtype=torch.long, device=dev)  # row -> object
+    owner = torch.full((n,), -1, dtype=torch.long, device=dev)  # object -> row
+    neg_inf = torch.full((n,), -math.inf, dtype=cost.dtype, device=dev)
+    no_row = torch.full((n,), -1, dtype=torch.long, device=dev)
+    p = prices.clone()
+    eps = max(eps_start, eps_final)
+    rounds = 0
+    while True:
+        # drop the assignments that violate eps-complementary slackness at this eps
+        reduced_best = (cost + p[None, :]).amin(1)
+        held = assign >= 0
+        current = (cost[rows, assign.clamp(min=0)] + p[assign.clamp(min=0)]).where(
+            held, torch.full_like(reduced_best, math.inf)
+        )
+        bad = held & (current > reduced_best + eps)
+        owner[assign[bad]] = -1
+        assign[bad] = -1
+        free = torch.nonzero(assign < 0).squeeze(1)
+        while free.numel() > 0:
+            if rounds >= max_rounds:
+                return assign, p, math.inf, False
+            rounds += 1
+            values = cost[free] + p[None, :]
+            if n > 1:
+                top, idx = values.topk(2, dim=1, largest=False)
+                margin = top[:, 1] - top[:, 0]
+            else:
+                top, idx = values, torch.zeros_like(free)[:, None]
+                margin = torch.zeros_like(top[:, 0])
+            obj = idx[:, 0]
+            bid = p[obj] + margin + eps
+            best = neg_inf.scatter_reduce(0, obj, bid, "amax")
+            winner_rows = torch.where(bid == best[obj], free, -1)
+            winner = no_row.scatter_reduce(0, obj, winner_rows, "amax")
+            won = torch.nonzero(winner >= 0).squeeze(1)
+            new_rows = winner[won]
+            old_rows = owner[won]
+            assign[old_rows[old_rows >= 0]] = -1
+            owner[won] = new_rows
+            assign[new_rows] = won
+            p[won] = best[won]
+            free = torch.nonzero(assign < 0).squeeze(1)
+        if eps <= eps_final:
+            break
+        eps = max(eps * scaling, eps_final)
+    reduced = cost + p[None, :]
+    gap = float((reduced[rows, assign] - reduced.amin(1)).sum())
+    return assign, p, gap, True
+
+
+def _auction_solve(cost: Tensor, max_rounds: int) -> Tensor:
+    n = cost.shape[0]
+    c64 = cost.to(torch.float64)
+    scale = float(c64.abs().max())
+    std = float(c64.std()) if n > 1 else 0.0
+    if n == 1 or scale == 0.0 or std == 0.0:
+        return torch.arange(n, device=cost.device)
+    log_w = torch.full((n,), -math.log(n), dtype=torch.float64, device=cost.device)
+    rel = 0.03
+    warm = sinkhorn(c64, log_w, log_w, rel * std, max_iter=60, tol=0.0, scaling=0.3)
+    prices = -warm.g
+    eps_final = _AUCTION_REL_GAP * scale / n
+    cols, prices, gap, done = auction(
+        c64, prices, eps_start=rel * std, eps_final=eps_final, max_rounds=max_rounds
+    )
+    if done and gap <= _AUCTION_REL_GAP * scale * (1 + 1e-6):
+        return cols
+    # out of budget: the host solver finishes from the auction's prices (same optimum)
+    reduced = _host_matrix(c64 + prices[None, :])
+    return torch.from_numpy(_lsa_host(reduced, warm=False)).to(cost.device)
+
+
+def solve_assignment(cost: Tensor, solver: str = "auto", *, max_rounds: int = 20_000) -> Tensor:
+    """Optimal permutation for a square cost matrix: ``j[i]`` is the column of row ``i``.
+
+    ``solver="auto"`` uses ``"lsa"`` for CPU tensors and ``"auction"`` otherwise. The result is
+    an int64 tensor on ``cost``'s device.
+    """
+    n = cost.shape[0]
+    if n == 1:
+        return torch.zeros(1, dtype=torch.long, device=cost.device)
+    if solver == "auto":
+        solver = "lsa" if cost.device.type == "cpu" else "auction"
+    if solver == "auction":
+        return _auction_solve(cost, max_rounds)
+    cols = _lsa_host(_host_matrix(cost))
+    return torch.from_numpy(cols.astype(np.int64, copy=False)).to(cost.device)

@@ -1,0 +1,203 @@
+"""The coupling protocol, its result record and the pairwise cost matrices couplings use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+__all__ = ["Cost", "Coupling", "CouplingResult", "pairwise_cost"]
+
+#: A cost specification: ``None`` (squared Euclidean distance over flattened features), a
+#: callable ``(x0, x1) -> (B0, B1)`` cost matrix, or an object with a geoopt-style
+#: ``dist(x, y)`` method (a manifold), whose squared distance is used.
+Cost = Callable[[Tensor, Tensor], Tensor] | Any | None
+
+#: Feature dimension up to which the squared Euclidean cost is computed in float64 whatever the
+#: input dtype (it costs ``B0 * B1 * D`` flops, nothing next to the assignment).
+_FLOAT64_MAX_DIM = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class CouplingResult:
+    """A pairing of two minibatches.
+
+    ``x0 = x0_in[i]`` and ``x1 = x1_in[j]``: row ``k`` of ``x0`` is paired with row ``k`` of
+    ``x1``. The index tensors let labels or conditions follow the pairing
+    (``labels[j]`` goes with ``x1``).
+
+    Attributes:
+        x0: paired source samples, shape ``(B, *shape0)``, dtype and device of the input.
+        x1: paired target samples, shape ``(B, *shape1)``, dtype and device of the input.
+        i: int64 indices into the source batch, shape ``(B,)``, on the inputs' device.
+        j: int64 indices into the target batch, shape ``(B,)``, on the inputs' device.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.couplings import Independent
+        >>> pair = Independent()(torch.zeros(3, 2), torch.ones(3, 2))
+        >>> pair.i, pair.j
+        (tensor([0, 1, 2]), tensor([0, 1, 2]))
+    """
+
+    x0: Tensor
+    x1: Tensor
+    i: Tensor
+    j: Tensor
+
+
+@runtime_checkable
+class Coupling(Protocol):
+    """Protocol of couplings: ``coupling(x0, x1, *, generator=None) -> CouplingResult``.
+
+    ``x0`` has shape ``(B0, ...)`` and ``x1`` shape ``(B1, ...)``; the result pairs every row of
+    ``x0`` with one row of ``x1``. Couplings that draw pairs use ``generator`` (on the inputs'
+    device); deterministic ones ignore it. Calling the object is the same as ``.coupling``.
+    """
+
+    def coupling(
+        self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None
+    ) -> CouplingResult: ...
+
+    def __call__(
+        self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None
+    ) -> CouplingResult: ...
+
+
+def _check_pair(x0: Tensor, x1: Tensor, *, same_features: bool) -> None:
+    """Shape, dtype and device checks shared by all couplings."""
+    for name, x in (("x0", x0), ("x1", x1)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim == 0:
+            raise ValueError(f"{name} must have a batch dimension, got a scalar tensor")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} must hold at least one sample, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+    if x0.device != x1.device:
+        raise ValueError(f"x0 and x1 must be on the same device, got {x0.device} and {x1.device}")
+    if same_features and x0.shape[1:] != x1.shape[1:]:
+        raise ValueError(
+            "x0 and x1 must have the same feature shape, got "
+            f"x0: {tuple(x0.shape)} and x1: {tuple(x1.shape)}"
+        )
+
+
+def _check_cost_spec(cost: Cost) -> Cost:
+    if cost is None or hasattr(cost, "dist") or callable(cost):
+        return cost
+    raise TypeError(
+        "cost must be None, a callable (x0, x1) -> (B0, B1) cost matrix or an object with a "
+        f"dist(x, y) method (a manifold), got {type(cost).__name__}"
+    )
+
+
+def _sq_euclidean(x0: Tensor, x1: Tensor) -> Tensor:
+    """Squared Euclidean distances between flattened rows, as one matrix product.
+
+    Both batches are first centred on a common point (which leaves every distance unchanged) so
+    that ``|x|^2 + |y|^2 - 2 <x, y>`` does not cancel catastrophically for data far from the
+    origin (images in ``[0, 1]``, say). Computed in float64 when the feature dimension is at most
+    16 or the inputs are float64, otherwise in the input dtype (float32 at least).
+    """
+    a = x0.reshape(x0.shape[0], -1)
+    b = x1.reshape(x1.shape[0], -1)
+    dim = a.shape[1]
+    if dim <= _FLOAT64_MAX_DIM or a.dtype == torch.float64:
+        dtype = torch.float64
+    else:
+        dtype = torch.promote_types(a.dtype, torch.float32)
+    a = a.to(dtype)
+    b = b.to(dtype)
+    centre = 0.5 * (a.mean(0) + b.mean(0))
+    a = a - centre
+    b = b - centre
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :]
+    return torch.addmm(sq, a, b.T, alpha=-2.0).clamp_min_(0.0)
+
+
+def pairwise_cost(x0: Tensor, x1: Tensor, cost: Cost = None) -> Tensor:
+    """Cost matrix between two batches, shape ``(B0, B1)``.
+
+    Args:
+        x0: source batch, shape ``(B0, *shape)``.
+        x1: target batch, shape ``(B1, *shape)``.
+        cost: ``None`` for the squared Euclidean distance over flattened features (computed by
+            one matrix product, in float64 for feature dimensions up to 16 or float64 inputs,
+            otherwise in the input dtype); a callable ``(x0, x1) -> (B0, B1)``; or an object
+            with a ``dist(x, y)`` method (a manifold), giving ``dist(x0_a, x1_b)^2`` for all
+            pairs (``dist2`` is used when the object has one).
+
+    Returns:
+        A floating tensor of shape ``(B0, B1)`` on the inputs' device.
+
+    Raises:
+        ValueError: if the feature shapes differ (built-in and manifold costs) or a callable
+            returns a tensor of the wrong shape.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.couplings import pairwise_cost
+        >>> pairwise_cost(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0], [1.0, 0.0]]))
+        tensor([[25.,  1.]], dtype=torch.float64)
+    """
+    cost = _check_cost_spec(cost)
+    _check_pair(x0, x1, same_features=not (callable(cost) and not hasattr(cost, "dist")))
+    n0, n1 = x0.shape[0], x1.shape[0]
+    if cost is None:
+        return _sq_euclidean(x0, x1)
+    if hasattr(cost, "dist"):
+        a = x0.unsqueeze(1)
+        b = x1.unsqueeze(0)
+        c = cost.dist2(a, b) if hasattr(cost, "dist2") else cost.dist(a, b) ** 2
+    else:
+        c = cost(x0, x1)
+    if not isinstance(c, Tensor) or tuple(c.shape) != (n0, n1):
+        shape = tuple(c.shape) if isinstance(c, Tensor) else type(c).__name__
+        raise ValueError(
+            f"the cost must give a ({n0}, {n1}) matrix for x0: {tuple(x0.shape)} and "
+            f"x1: {tuple(x1.shape)}, got {shape}"
+        )
+    if not c.is_floating_point():
+        c = c.to(torch.promote_types(x0.dtype, torch.float32))
+    return c
+
+
+def _check_cost_finite(c: Tensor, x0: Tensor, x1: Tensor) -> None:
+    bad = int((~torch.isfinite(c)).sum())
+    if bad:
+        culprits = [
+            f"{name} holds {k} non-finite value(s)"
+            for name, x in (("x0", x0), ("x1", x1))
+            if (k := int((~torch.isfinite(x)).sum()))
+        ]
+        why = f" ({'; '.join(culprits)})" if culprits else "; check the cost function"
+        raise ValueError(
+            f"the ({c.shape[0]}, {c.shape[1]}) cost matrix between x0: {tuple(x0.shape)} and "
+            f"x1: {tuple(x1.shape)} holds {bad} non-finite value(s){why}"
+        )
+
+
+def _weights(w: Tensor | None, n: int, name: str, like: Tensor, *, strict: bool) -> Tensor | None:
+    """Validate marginal weights and normalise them to sum 1 (float64, on ``like``'s device)."""
+    if w is None:
+        return None
+    if not isinstance(w, Tensor):
+        w = torch.as_tensor(w)
+    if w.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) to match the batch, got {tuple(w.shape)}")
+    w = w.to(dtype=torch.float64, device=like.device)
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError(f"{name} holds non-finite weights")
+    low = float(w.min())
+    if (strict and low <= 0) or low < 0:
+        rel = "> 0" if strict else ">= 0"
+        raise ValueError(f"{name} weights must be {rel}, got a minimum of {low:.6g}")
+    total = float(w.sum())
+    if total <= 0:
+        raise ValueError(f"{name} weights must have a positive sum, got {total:.6g}")
+    return w / total

@@ -1,0 +1,483 @@
+"""Couplings: independent, exact minibatch OT (assignment and POT paths) and entropic OT."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import ot
+import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
+
+import manifoldfm as mfm
+from manifoldfm.couplings import (
+    Coupling,
+    CouplingResult,
+    ExactOT,
+    Independent,
+    SinkhornConvergenceWarning,
+    SinkhornOT,
+    pairwise_cost,
+)
+from manifoldfm.couplings._assignment import auction, solve_assignment
+from manifoldfm.couplings._sinkhorn import approx_duals
+from manifoldfm.manifolds import FlatTorus, Sphere
+
+from .conftest import DEVICES
+
+seeds = st.integers(min_value=0, max_value=2**31 - 1)
+
+
+def _batches(n0, n1, d, seed, dtype=torch.float64, shift=0.5, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n0, d, generator=g, dtype=torch.float64)
+    x1 = torch.randn(n1, d, generator=g, dtype=torch.float64) + shift
+    return x0.to(dtype=dtype, device=device), x1.to(dtype=dtype, device=device)
+
+
+def _cost64(x0, x1):
+    a = x0.double().reshape(x0.shape[0], -1)
+    b = x1.double().reshape(x1.shape[0], -1)
+    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1).cpu().numpy()
+
+
+def _optimum(c):
+    r, k = linear_sum_assignment(c)
+    return float(c[r, k].sum())
+
+
+def _assert_permutation(j, n):
+    assert j.dtype == torch.int64
+    assert sorted(j.tolist()) == list(range(n)), "not a permutation"
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact OT on equal batches: an optimal permutation
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=30)
+@given(
+    n=st.integers(1, 90),
+    d=st.integers(1, 6),
+    seed=seeds,
+    shift=st.floats(-3.0, 3.0),
+)
+@example(n=1, d=1, seed=0, shift=0.0)
+@example(n=2, d=1, seed=1, shift=0.0)
+@example(n=64, d=2, seed=3, shift=2.0)  # past the size where the dual pre-reduction starts
+def test_exact_ot_is_optimal_permutation(n, d, seed, shift):
+    x0, x1 = _batches(n, n, d, seed, shift=shift)
+    pair = ExactOT()(x0, x1)
+    _assert_permutation(pair.j, n)
+    assert torch.equal(pair.i, torch.arange(n))
+    c = _cost64(x0, x1)
+    ours = float(c[np.arange(n), pair.j.numpy()].sum())
+    opt = _optimum(c)
+    assert ours <= float(np.trace(c)) + 1e-9 * (1 + abs(ours))  # never worse than identity
+    assert ours == pytest.approx(opt, rel=1e-10, abs=1e-10)
+    assert torch.equal(pair.x1, x1[pair.j]) and torch.equal(pair.x0, x0[pair.i])
+
+
+@settings(max_examples=15)
+@given(n=st.integers(2, 40), d=st.integers(1, 4), seed=seeds)
+@example(n=40, d=2, seed=7)
+def test_auction_solver_is_optimal(n, d, seed):
+    x0, x1 = _batches(n, n, d, seed)
+    pair = ExactOT(solver="auction")(x0, x1)
+    _assert_permutation(pair.j, n)
+    c = _cost64(x0, x1)
+    assert float(c[np.arange(n), pair.j.numpy()].sum()) == pytest.approx(_optimum(c), rel=1e-9)
+
+
+@settings(max_examples=15)
+@given(n=st.integers(2, 30), seed=seeds, levels=st.integers(1, 4))
+@example(n=12, seed=0, levels=1)  # all costs equal: everything ties
+def test_auction_gap_certificate_with_ties(n, seed, levels):
+    # integer costs with many ties: the certified gap bounds the distance to the optimum
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randint(0, levels, (n, n), generator=g).to(torch.float64)
+    cols, _, gap, done = auction(
+        c, torch.zeros(n, dtype=torch.float64), eps_start=1.0, eps_final=0.1 / n
+    )
+    assert done
+    _assert_permutation(cols, n)
+    ours = float(c[torch.arange(n), cols].sum())
+    opt = _optimum(c.numpy())
+    assert 0.0 <= gap <= 0.1 + 1e-12
+    assert opt <= ours <= opt + gap + 1e-9
+    assert ours == opt  # integer costs and n * eps_final < 1
+
+
+def test_auction_round_budget_falls_back_to_exact_solver():
+    x0, x1 = _batches(60, 60, 2, 11)
+    c = pairwise_cost(x0, x1)
+    cols = solve_assignment(c, "auction", max_rounds=1)
+    _assert_permutation(cols, 60)
+    cn = c.numpy()
+    assert float(cn[np.arange(60), cols.numpy()].sum()) == pytest.approx(_optimum(cn), rel=1e-12)
+    cols, _, gap, done = auction(
+        c, torch.zeros(60, dtype=torch.float64), eps_start=1.0, eps_final=1e-9, max_rounds=1
+    )
+    assert not done and gap == math.inf
+
+
+@settings(max_examples=15)
+@given(n=st.integers(2, 70), d=st.integers(1, 5), seed=seeds, dx=st.floats(-5.0, 5.0))
+def test_exact_ot_invariant_to_translating_x1(n, d, seed, dx):
+    # |x - y - c|^2 differs from |x - y|^2 by a row term plus a column term
+    x0, x1 = _batches(n, n, d, seed)
+    shift = torch.linspace(-1.0, 1.0, d, dtype=torch.float64) * dx
+    j = ExactOT()(x0, x1).j
+    j_shift = ExactOT()(x0, x1 + shift).j
+    c = _cost64(x0, x1)
+    if not torch.equal(j, j_shift):  # only a floating-point tie may differ
+        a = c[np.arange(n), j.numpy()].sum()
+        b = c[np.arange(n), j_shift.numpy()].sum()
+        assert a == pytest.approx(b, rel=1e-12)
+
+
+@settings(max_examples=10)
+@given(n=st.integers(2, 60), seed=seeds)
+def test_exact_ot_equivariant_to_permuting_x1(n, seed):
+    x0, x1 = _batches(n, n, 3, seed)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    j = ExactOT()(x0, x1).j
+    j_perm = ExactOT()(x0, x1[perm]).j
+    assert torch.equal(perm[j_perm], j)
+
+
+def test_exact_ot_warm_start_path_matches_scipy_at_larger_sizes():
+    for n, d, seed in [(200, 2, 0), (256, 3072, 1), (300, 10, 2)]:
+        x0, x1 = _batches(n, n, d, seed)
+        j = ExactOT()(x0, x1).j
+        c = pairwise_cost(x0, x1).numpy()
+        assert float(c[np.arange(n), j.numpy()].sum()) == pytest.approx(_optimum(c), rel=1e-12)
+
+
+def test_approx_duals_reduce_without_changing_the_optimum_and_fail_soft():
+    x0, x1 = _batches(100, 100, 2, 5, shift=1.0)
+    c = pairwise_cost(x0, x1).numpy()
+    f, g = approx_duals(c)
+    reduced = c - f[:, None] - g[None, :]
+    assert np.isfinite(reduced).all()
+    r, k = linear_sum_assignment(reduced)
+    assert float(c[r, k].sum()) == pytest.approx(_optimum(c), rel=1e-12)
+    # near-optimal duals: the reduced matrix is nearly non-negative next to the cost spread
+    assert reduced.min() > -0.2 * c.std()
+    assert approx_duals(np.ones((5, 5))) is None  # constant cost: nothing to do
+
+
+def test_exact_ot_float32_high_dimensional_images():
+    # pixel-like data far from the origin: the centred float32 GEMM keeps the cost accurate
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(64, 3, 16, 16, generator=g)
+    x1 = (x0 + 0.1 * torch.randn(64, 3, 16, 16, generator=g)).clamp(0, 1)[torch.randperm(64)]
+    c32 = pairwise_cost(x0, x1)
+    assert c32.dtype == torch.float32
+    c64 = _cost64(x0, x1)
+    assert np.abs(c32.double().numpy() - c64).max() <= 1e-5 * c64.max()
+    pair = ExactOT()(x0, x1)
+    assert pair.x0.dtype == pair.x1.dtype == torch.float32
+    assert float(c64[np.arange(64), pair.j.numpy()].sum()) == pytest.approx(_optimum(c64), rel=1e-6)
+
+
+def test_pairwise_cost_small_dimension_in_float64():
+    x0, x1 = _batches(5, 4, 2, 0, dtype=torch.float32)
+    c = pairwise_cost(x0, x1)
+    assert c.dtype == torch.float64 and c.shape == (5, 4)
+    np.testing.assert_allclose(c.numpy(), _cost64(x0, x1), rtol=1e-12, atol=1e-12)
+    assert float(c.min()) >= 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact OT with unequal sizes or weights (POT network simplex) and other costs
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=15)
+@given(n0=st.integers(1, 25), n1=st.integers(1, 25), d=st.integers(1, 4), seed=seeds)
+@example(n0=10, n1=5, d=2, seed=0)
+@example(n0=3, n1=9, d=1, seed=2)
+def test_exact_ot_unequal_sizes_draws_from_the_plan_rows(n0, n1, d, seed):
+    x0, x1 = _batches(n0, n1, d, seed)
+    coupling = ExactOT()
+    plan = coupling.plan(x0, x1)
+    assert plan.shape == (n0, n1)
+    np.testing.assert_allclose(plan.sum(1).numpy(), np.full(n0, 1 / n0), atol=1e-12)
+    np.testing.assert_allclose(plan.sum(0).numpy(), np.full(n1, 1 / n1), atol=1e-12)
+    # the plan is optimal: its cost equals POT's exact value
+    c = _cost64(x0, x1)
+    ref = ot.emd2(np.full(n0, 1 / n0), np.full(n1, 1 / n1), c)
+    assert float((plan.numpy() * c).sum()) == pytest.approx(ref, rel=1e-9, abs=1e-12)
+    pair = coupling(x0, x1, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(pair.i, torch.arange(n0)) and pair.j.shape == (n0,)
+    assert bool((plan[pair.i, pair.j] > 0).all()), "partner drawn outside the plan's support"
+    again = coupling(x0, x1, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(pair.j, again.j)
+
+
+def test_exact_ot_weights_go_through_the_plan():
+    x0, x1 = _batches(6, 6, 2, 4)
+    a = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 5.0])
+    b = torch.tensor([0.0, 1.0, 1.0, 1.0, 3.0, 4.0])
+    plan = ExactOT().plan(x0, x1, a=a, b=b)
+    np.testing.assert_allclose(plan.sum(1).numpy(), (a / a.sum()).numpy(), atol=1e-12)
+    np.testing.assert_allclose(plan.sum(0).numpy(), (b / b.sum()).numpy(), atol=1e-12)
+    pair = ExactOT()(x0, x1, a=a, b=b, generator=torch.Generator().manual_seed(0))
+    assert isinstance(pair, CouplingResult)
+    assert bool((pair.j != 0).all()), "a zero-weight target was drawn"
+    assert bool((plan[pair.i, pair.j] > 0).all())
+
+
+def test_exact_ot_draws_follow_the_row_conditionals():
+    # x0 row 0 sits between two targets: its plan row splits its mass 1:2
+    x0 = torch.tensor([[0.0], [10.0]], dtype=torch.float64)
+    x1 = torch.tensor([[-1.0], [1.0], [10.0]], dtype=torch.float64)
+    a = torch.tensor([0.75, 0.25], dtype=torch.float64)
+    b = torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([ExactOT()(x0, x1, a=a, b=b, generator=g).j for _ in range(600)])
+    assert bool((draws[:, 1] == 2).all())
+    freq = float((draws[:, 0] == 1).double().mean())
+    assert freq == pytest.approx(2 / 3, abs=0.06)
+
+
+def test_manifold_and_callable_costs():
+    sphere = Sphere(2)
+    g = torch.Generator().manual_seed(0)
+    x0 = sphere.random_uniform(30, generator=g, dtype=torch.float64)
+    x1 = sphere.random_uniform(30, generator=g, dtype=torch.float64)
+    c = pairwise_cost(x0, x1, sphere)
+    ref = torch.stack(
+        [torch.stack([sphere.dist(x0[i], x1[k]) ** 2 for k in range(30)]) for i in range(30)]
+    )
+    torch.testing.assert_close(c, ref)
+    j = ExactOT(cost=sphere)(x0, x1).j
+    cn = c.numpy()
+    assert float(cn[np.arange(30), j.numpy()].sum()) == pytest.approx(_optimum(cn), rel=1e-12)
+
+    def l1(a, b):
+        return (a[:, None] - b[None]).abs().sum(-1)
+
+    y0, y1 = _batches(20, 20, 3, 1)
+    j = ExactOT(cost=l1)(y0, y1).j
+    cl = l1(y0, y1).numpy()
+    assert float(cl[np.arange(20), j.numpy()].sum()) == pytest.approx(_optimum(cl), rel=1e-12)
+    # a callable cost may compare different feature shapes
+    pair = ExactOT(cost=lambda a, b: torch.cdist(a[:, :2], b) ** 2)(y0, y1[:, :2])
+    _assert_permutation(pair.j, 20)
+
+
+def test_torus_cost_wraps_around():
+    torus = FlatTorus(1)
+    x0 = torch.tensor([[0.1], [3.0]], dtype=torch.float64)
+    x1 = torch.tensor([[3.2], [2 * math.pi - 0.1]], dtype=torch.float64)
+    assert ExactOT(cost=torus)(x0, x1).j.tolist() == [1, 0]
+    assert ExactOT()(x0, x1).j.tolist() == [0, 1]  # Euclidean cost ignores the wrap
+
+
+# ---------------------------------------------------------------------------------------------
+# Entropic OT
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=15)
+@given(
+    n0=st.integers(1, 30),
+    n1=st.integers(1, 30),
+    seed=seeds,
+    reg=st.sampled_from([1e-3, 1e-2, 0.1, 1.0, 10.0]),
+)
+@example(n0=20, n1=20, seed=0, reg=1e-3)
+def test_sinkhorn_plan_marginals(n0, n1, seed, reg):
+    x0, x1 = _batches(n0, n1, 2, seed)
+    tol = 1e-4 if reg < 0.1 else 1e-8
+    sk = SinkhornOT(reg, tol=tol, max_iter=50_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SinkhornConvergenceWarning)
+        plan = sk.plan(x0, x1)
+    assert bool(torch.isfinite(plan).all())
+    np.testing.assert_allclose(plan.sum(1).numpy(), np.full(n0, 1 / n0), rtol=1e-10)
+    assert np.abs(plan.sum(0).numpy() - 1 / n1).sum() <= tol
+
+
+def test_sinkhorn_matches_pot_and_approaches_exact_plan():
+    x0, x1 = _batches(25, 25, 2, 3)
+    c = _cost64(x0, x1)
+    u = np.full(25, 1 / 25)
+    ref = ot.sinkhorn(u, u, c, reg=0.5, stopThr=1e-12, numItermax=100_000)
+    ours = SinkhornOT(0.5, tol=1e-12, max_iter=100_000).plan(x0, x1).numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-9)
+    exact = ExactOT().plan(x0, x1).numpy()
+    errors = [np.abs(SinkhornOT(r).plan(x0, x1).numpy() - exact).sum() for r in (1.0, 0.1, 1e-3)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 2e-3  # of the order of the marginal tolerance
+    # at tiny reg the draws are the exact permutation
+    pair = SinkhornOT(1e-3)(x0, x1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(pair.j, ExactOT()(x0, x1).j)
+
+
+def test_sinkhorn_draws_follow_the_plan():
+    x0, x1 = _batches(3, 4, 1, 8)
+    sk = SinkhornOT(1.0)
+    plan = sk.plan(x0, x1)
+    g = torch.Generator().manual_seed(1)
+    draws = torch.stack([sk(x0, x1, generator=g).j for _ in range(800)])  # (800, 3)
+    for i in range(3):
+        freq = torch.bincount(draws[:, i], minlength=4).double() / 800
+        expected = plan[i] / plan[i].sum()
+        assert float((freq - expected).abs().max()) < 0.06
+
+
+def test_generator_reproducibility():
+    x0, x1 = _batches(32, 32, 2, 0)
+    sk = SinkhornOT(0.5)
+    a = sk(x0, x1, generator=torch.Generator().manual_seed(3))
+    b = sk(x0, x1, generator=torch.Generator().manual_seed(3))
+    c = sk(x0, x1, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a.j, b.j) and not torch.equal(a.j, c.j)
+    e1 = ExactOT()(x0, x1, generator=torch.Generator().manual_seed(3))
+    e2 = ExactOT()(x0, x1, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(e1.j, e2.j)  # deterministic for equal batches
+
+
+def test_sinkhorn_nonconvergence_warns():
+    x0, x1 = _batches(20, 20, 2, 0)
+    with pytest.warns(SinkhornConvergenceWarning, match="marginal L1 error"):
+        pair = SinkhornOT(1e-3, max_iter=3)(x0, x1)
+    assert isinstance(pair, CouplingResult)
+
+
+# ---------------------------------------------------------------------------------------------
+# Contract: types, dtypes, devices, bad input
+# ---------------------------------------------------------------------------------------------
+
+COUPLINGS = [
+    Independent(),
+    ExactOT(),
+    ExactOT(solver="auction"),
+    ExactOT(solver="lsa"),
+    SinkhornOT(0.1),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("coupling", COUPLINGS, ids=repr)
+def test_dtype_device_and_result_type(coupling, dtype, device):
+    x0, x1 = _batches(9, 9, 3, 0, dtype=dtype, device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    pair = coupling(x0, x1, generator=gen)
+    assert isinstance(coupling, Coupling)
+    assert type(pair) is CouplingResult
+    assert pair.x0.dtype == pair.x1.dtype == dtype
+    assert pair.x0.device == pair.x1.device == pair.i.device == pair.j.device == x0.device
+    assert pair.i.dtype == pair.j.dtype == torch.int64
+    assert torch.equal(pair.x0, x0[pair.i]) and torch.equal(pair.x1, x1[pair.j])
+    again = coupling.coupling(x0, x1, generator=torch.Generator(device=device).manual_seed(0))
+    assert torch.equal(again.j, pair.j)
+
+
+def test_result_type_whatever_the_options():
+    x0, x1 = _batches(8, 5, 2, 0)
+    g = torch.Generator().manual_seed(0)
+    results = [
+        ExactOT()(x0, x1, generator=g),
+        ExactOT()(x0[:5], x1, generator=g, a=torch.ones(5)),
+        SinkhornOT(0.3)(x0, x1, generator=g, b=torch.ones(5)),
+        Independent()(x0[:5], x1),
+    ]
+    assert {type(r) for r in results} == {CouplingResult}
+    with pytest.raises(Exception, match=r"frozen|cannot assign"):
+        results[0].j = None  # type: ignore[misc]
+
+
+def test_bad_input():
+    x0, x1 = _batches(4, 4, 2, 0)
+    with pytest.raises(ValueError, match=r"feature shape.*\(4, 2\).*\(4, 3\)"):
+        ExactOT()(x0, torch.zeros(4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"feature shape"):
+        SinkhornOT(0.1)(x0, torch.zeros(4, 3, dtype=torch.float64))
+    bad = x1.clone()
+    bad[1, 0] = float("nan")
+    bad[2, 1] = float("inf")
+    for coupling in (ExactOT(), ExactOT(solver="auction"), SinkhornOT(0.1)):
+        with pytest.raises(ValueError, match=r"\(4, 4\) cost matrix.*x1 holds 2 non-finite"):
+            coupling(x0, bad)
+
+    def holey(a, b):
+        c = torch.cdist(a, b) ** 2
+        c[0, :3] = float("nan")
+        return c
+
+    with pytest.raises(ValueError, match=r"holds 3 non-finite value\(s\); check the cost"):
+        ExactOT(cost=holey)(x0, x1)
+    with pytest.raises(ValueError, match="non-finite"):
+        ExactOT()(x0, bad[:3])  # the POT path too
+    with pytest.raises(ValueError, match="reg must be finite and > 0"):
+        SinkhornOT(0.0)
+    with pytest.raises(ValueError, match="reg"):
+        SinkhornOT(-1.0)
+    with pytest.raises(TypeError, match="reg must be a number"):
+        SinkhornOT("big")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="scaling"):
+        SinkhornOT(0.1, scaling=1.5)
+    with pytest.raises(ValueError, match="max_iter"):
+        SinkhornOT(0.1, max_iter=0)
+    with pytest.raises(
+        ValueError, match="unknown solver 'hungarian'; choose one of auto, lsa, auction"
+    ):
+        ExactOT(solver="hungarian")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        ExactOT(method="exact")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="cost must be None, a callable"):
+        ExactOT(cost=3.0)
+    with pytest.raises(ValueError, match=r"\(4, 4\) matrix.*got \(4,\)"):
+        ExactOT(cost=lambda a, b: a.sum(1))(x0, x1)
+    with pytest.raises(ValueError, match=r"batch sizes|equal size.*\(4, 2\).*\(3, 2\)"):
+        Independent()(x0, x1[:3])
+    with pytest.raises(ValueError, match=r"a must have shape \(4,\)"):
+        ExactOT()(x0, x1, a=torch.ones(3))
+    with pytest.raises(ValueError, match="a weights must be > 0"):
+        ExactOT()(x0, x1, a=torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="b weights must be >= 0"):
+        SinkhornOT(0.1)(x0, x1, b=torch.tensor([1.0, -1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="positive sum"):
+        ExactOT()(x0, x1, b=torch.zeros(4))
+    with pytest.raises(TypeError, match="floating dtype"):
+        ExactOT()(torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="at least one sample"):
+        ExactOT()(x0[:0], x1)
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
+        ExactOT()(np.zeros((3, 2)), x1)  # type: ignore[arg-type]
+
+
+def test_value_checks_switch_only_affects_sinkhorn():
+    x0, x1 = _batches(4, 4, 2, 0)
+    bad = x1.clone()
+    bad[0, 0] = float("nan")
+    with mfm.checks(values=False), pytest.raises(ValueError, match="non-finite"):
+        ExactOT()(x0, bad)  # the exact solvers always check
+    with mfm.checks(values=False):
+        SinkhornOT(0.1)(x0, x1)
+
+
+def test_repr_names_the_options():
+    assert repr(ExactOT(solver="lsa")) == "ExactOT(cost=None, solver='lsa')"
+    assert "reg=0.5" in repr(SinkhornOT(0.5)) and "Sphere" in repr(SinkhornOT(1.0, Sphere(2)))
+
+
+@pytest.mark.gpu
+def test_cuda_auction_matches_cpu_optimum():
+    x0, x1 = _batches(512, 512, 2, 0, device="cuda")
+    pair = ExactOT()(x0, x1)
+    assert pair.j.device.type == "cuda"
+    c = _cost64(x0, x1)
+    assert float(c[np.arange(512), pair.j.cpu().numpy()].sum()) == pytest.approx(
+        _optimum(c), rel=1e-9
+    )
