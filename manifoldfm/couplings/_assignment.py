@@ -47,22 +47,32 @@ _WARM_MIN = 48
 _AUCTION_REL_GAP = 1e-9
 
 
-def _lsa_host(cost64: np.ndarray, warm: bool = True) -> np.ndarray:
-    """Column index of each row in an optimal assignment of a square float64 matrix."""
+def _lsa_host(cost64: np.ndarray, warm: bool = True, overwrite: bool = False) -> np.ndarray:
+    """Column index of each row in an optimal assignment of a square float64 matrix.
+
+    With ``overwrite`` the dual reduction is done in place (the caller no longer needs
+    ``cost64``), which saves allocating, and page-faulting, another ``n x n`` matrix.
+    """
     n = cost64.shape[0]
     reduced = cost64
     if warm and n >= _WARM_MIN:
         duals = approx_duals(cost64)
         if duals is not None:
             f, g = duals
-            reduced = cost64 - f[:, None]
+            if overwrite:
+                reduced -= f[:, None]
+            else:
+                reduced = cost64 - f[:, None]
             reduced -= g[None, :]
     _, cols = linear_sum_assignment(reduced)
     return cols
 
 
-def _host_matrix(cost: Tensor) -> np.ndarray:
-    return cost.detach().to(device="cpu", dtype=torch.float64).numpy()
+def _host_matrix(cost: Tensor) -> tuple[np.ndarray, bool]:
+    """A float64 host array of ``cost`` and whether it is a fresh copy (free to overwrite)."""
+    host = cost.detach().to(device="cpu", dtype=torch.float64)
+    fresh = host.data_ptr() != cost.data_ptr()
+    return host.numpy(), fresh
 
 
 def auction(
@@ -156,15 +166,18 @@ def _auction_solve(cost: Tensor, max_rounds: int) -> Tensor:
     if done and gap <= _AUCTION_REL_GAP * scale * (1 + 1e-6):
         return cols
     # out of budget: the host solver finishes from the auction's prices (same optimum)
-    reduced = _host_matrix(c64 + prices[None, :])
+    reduced, _ = _host_matrix(c64 + prices[None, :])
     return torch.from_numpy(_lsa_host(reduced, warm=False)).to(cost.device)
 
 
-def solve_assignment(cost: Tensor, solver: str = "auto", *, max_rounds: int = 20_000) -> Tensor:
+def solve_assignment(
+    cost: Tensor, solver: str = "auto", *, overwrite: bool = False, max_rounds: int = 20_000
+) -> Tensor:
     """Optimal permutation for a square cost matrix: ``j[i]`` is the column of row ``i``.
 
-    ``solver="auto"`` uses ``"lsa"`` for CPU tensors and ``"auction"`` otherwise. The result is
-    an int64 tensor on ``cost``'s device.
+    ``solver="auto"`` uses ``"lsa"`` for CPU tensors and ``"auction"`` otherwise. With
+    ``overwrite`` the solver may scribble over ``cost``. The result is an int64 tensor on
+    ``cost``'s device.
     """
     n = cost.shape[0]
     if n == 1:
@@ -173,5 +186,6 @@ def solve_assignment(cost: Tensor, solver: str = "auto", *, max_rounds: int = 20
         solver = "lsa" if cost.device.type == "cpu" else "auction"
     if solver == "auction":
         return _auction_solve(cost, max_rounds)
-    cols = _lsa_host(_host_matrix(cost))
+    host, fresh = _host_matrix(cost)
+    cols = _lsa_host(host, overwrite=overwrite or fresh)
     return torch.from_numpy(cols.astype(np.int64, copy=False)).to(cost.device)

@@ -145,42 +145,51 @@ def sinkhorn(
 
 
 def approx_duals(
-    cost: np.ndarray, *, rel_eps: float = 0.03, scaling: float = 0.3, inner: int = 6
+    cost: np.ndarray,
+    *,
+    rel_eps: float = 0.003,
+    rel_start: float = 1.0,
+    scaling: float = 0.3,
+    inner: int = 4,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Approximate dual potentials ``(f, g)`` of the uniform OT problem on a square ``cost``.
 
     Kernel Sinkhorn in float32 with the scalings absorbed into the log potentials after each
-    stage of ``inner`` iterations; the regularisation goes from the cost range down to
-    ``rel_eps`` times the cost's standard deviation by factors ``scaling``. Only a heuristic:
+    stage of ``inner`` iterations; the regularisation goes from ``rel_start`` times the cost's
+    standard deviation (or its range if smaller) down to ``rel_eps`` times it by factors
+    ``scaling``. Only a heuristic:
     callers use ``C - f - g``, which has the same optimal assignments as ``C``. Returns
     ``None`` if the iteration produced non-finite numbers (then callers go without).
     """
     n, m = cost.shape
-    c32 = np.ascontiguousarray(cost, dtype=np.float32)
-    lo = float(c32.min())
-    span = float(c32.max()) - lo
-    std = float(torch.from_numpy(c32).std())
+    lo = float(cost.min())
+    span = float(cost.max()) - lo
+    std = float(torch.from_numpy(cost).std()) if cost.flags.c_contiguous else float(cost.std())
     if not (span > 0 and std > 0 and math.isfinite(span)):
         return None
     eps_final = rel_eps * std
-    eps = max(span, eps_final)
+    eps = max(min(span, rel_start * std), eps_final)
     f = np.zeros(n, dtype=np.float32)
-    g = c32.min(axis=0)
-    kern = np.empty_like(c32)
+    g = cost.min(axis=0).astype(np.float32)
+    kern = np.empty((n, m), dtype=np.float32)
     # element-wise passes in NumPy (one SIMD thread), matrix-vector products in torch (its
-    # thread setting; NumPy's BLAS may spin up its own pool)
+    # thread setting; NumPy's BLAS may spin up its own pool). The marginals are taken as all
+    # ones (u = 1 / K v, v = 1 / K^T u): for a square problem that scales the plan by n and
+    # shifts f and g by opposite constants, which the reduction C - f - g does not see.
     kern_t = torch.from_numpy(kern)
+    u = torch.empty(n, dtype=torch.float32)
+    v = torch.empty(m, dtype=torch.float32)
     with np.errstate(all="ignore"):
         while True:
             # kern = exp((f + g - C) / eps)
-            np.subtract(c32, f[:, None], out=kern)
+            np.subtract(cost, f[:, None], out=kern, casting="same_kind")
             kern -= g[None, :]
             kern *= np.float32(-1.0 / eps)
             np.exp(kern, out=kern)
-            v = torch.ones(m, dtype=torch.float32)
+            v.fill_(1.0)
             for _ in range(inner):
-                u = (1.0 / n) / torch.mv(kern_t, v)
-                v = (1.0 / m) / torch.mv(kern_t.T, u)
+                torch.mv(kern_t, v, out=u).reciprocal_()
+                torch.mv(kern_t.T, u, out=v).reciprocal_()
             f_new = f + np.float32(eps) * np.log(u.numpy())
             g_new = g + np.float32(eps) * np.log(v.numpy())
             if not (np.isfinite(f_new).all() and np.isfinite(g_new).all()):

@@ -116,6 +116,7 @@ class ExactOT:
     def __init__(self, cost: Cost = None, *, solver: str = "auto") -> None:
         self.cost = _check_cost_spec(cost)
         self.solver = check_choice(solver, "solver", SOLVERS)
+        self._owns_cost = cost is None or hasattr(cost, "dist")
 
     def plan(
         self, x0: Tensor, x1: Tensor, *, a: Tensor | None = None, b: Tensor | None = None
@@ -169,7 +170,8 @@ class ExactOT:
         n0, n1 = cost.shape
         i = torch.arange(n0, device=x0.device)
         if wa is None and wb is None and n0 == n1:
-            j = solve_assignment(cost, self.solver)
+            # the built-in and manifold costs are fresh tensors the solver may overwrite
+            j = solve_assignment(cost, self.solver, overwrite=self._owns_cost)
             return CouplingResult(x0=x0, x1=x1[j], i=i, j=j)
         j = _draw_rows(_emd_plan(cost, wa, wb), generator)
         return CouplingResult(x0=x0, x1=x1[j], i=i, j=j)
