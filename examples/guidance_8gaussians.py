@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fig, axes = plt.subplots(1, len(SCALES), figsize=(4 * len(SCALES), 4), sharex=True, sharey=True)
     for ax, scale in zip(axes, SCALES):
-        ax.scatter(*samples[scale].T, c=y, cmap="tab10", s=3)
+        ax.scatter(*samples[scale].numpy().T, c=y.numpy(), cmap="tab10", s=3)
         ax.set_title(f"scale {scale}: hit rate {results[str(scale)]['hit_rate']:.2f}")
         ax.set_aspect("equal")
     fig.tight_layout()

@@ -95,10 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-    axes[0].scatter(*test.T, s=3, color="tab:gray")
+    axes[0].scatter(*test.numpy().T, s=3, color="tab:gray")
     axes[0].set_title("held-out moons")
     im = axes[1].imshow(
-        logp.exp().reshape(args.grid, args.grid), origin="lower", extent=extent, cmap="magma"
+        logp.exp().reshape(args.grid, args.grid).numpy(),
+        origin="lower",
+        extent=extent,
+        cmap="magma",
     )
     axes[1].set_title(f"model density (grid mass {mass:.3f})")
     fig.colorbar(im, ax=axes[1])

@@ -116,12 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     fig, axes = plt.subplots(
         1, len(methods) + 1, figsize=(4 * (len(methods) + 1), 4), sharex=True, sharey=True
     )
-    axes[0].scatter(*test.T, s=2, color="tab:gray")
+    axes[0].scatter(*test.numpy().T, s=2, color="tab:gray")
     axes[0].set_title(f"{args.target} (held out)")
     for ax, method in zip(axes[1:], methods):
-        xs = samples[method].xs[:, :300]
+        xs = samples[method].xs[:, :300].numpy()
         ax.plot(xs[..., 0], xs[..., 1], color="tab:olive", alpha=0.2, lw=0.5)
-        ax.scatter(*samples[method].x.T, s=2, color="tab:blue")
+        ax.scatter(*samples[method].x.numpy().T, s=2, color="tab:blue")
         ax.set_title(f"{method}: W2 {results[method]['w2']:.3f}")
     fig.tight_layout()
     fig.savefig(args.out / "toy2d.png", dpi=110)

@@ -6,6 +6,7 @@ are reachable as attributes (``manifoldfm.nn.MLPVelocity``).
 
 from . import data, metrics, nn
 from ._utils import checks
+from .couplings import CouplingResult, ExactOT, Independent, SinkhornOT
 from .losses import cfm_loss
 from .manifolds import SO3, Euclidean, FlatTorus, Manifold, Product, Sphere
 from .paths import (
@@ -42,10 +43,13 @@ __all__ = [
     "AffinePath",
     "CondOT",
     "Cosine",
+    "CouplingResult",
     "EmpiricalMarginalVelocity",
     "Euclidean",
+    "ExactOT",
     "FlatTorus",
     "Gaussian",
+    "Independent",
     "LikelihoodResult",
     "LinearGaussianPath",
     "Manifold",
@@ -58,6 +62,7 @@ __all__ = [
     "ScheduleOutput",
     "Scheduler",
     "SchrodingerBridgePath",
+    "SinkhornOT",
     "Sphere",
     "__version__",
     "cfm_loss",

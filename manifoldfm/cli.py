@@ -168,6 +168,7 @@ def _plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    data, samples, xs = data.numpy(), samples.numpy(), xs.numpy()
     fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharex=True, sharey=True)
     axes[0].scatter(*data.T, s=2, alpha=0.5, color="tab:gray")
     axes[0].set_title("held-out data")
