@@ -150,16 +150,18 @@ def approx_duals(
     rel_eps: float = 0.003,
     rel_start: float = 1.0,
     scaling: float = 0.3,
-    inner: int = 4,
+    inner: int = 3,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Approximate dual potentials ``(f, g)`` of the uniform OT problem on a square ``cost``.
 
     Kernel Sinkhorn in float32 with the scalings absorbed into the log potentials after each
     stage of ``inner`` iterations; the regularisation goes from ``rel_start`` times the cost's
     standard deviation (or its range if smaller) down to ``rel_eps`` times it by factors
-    ``scaling``. Only a heuristic:
-    callers use ``C - f - g``, which has the same optimal assignments as ``C``. Returns
-    ``None`` if the iteration produced non-finite numbers (then callers go without).
+    ``scaling``. The marginals are taken as all ones (``u = 1 / K v``, ``v = 1 / K^T u``): for a
+    square problem that scales the plan by ``n`` and shifts ``f`` and ``g`` by opposite
+    constants, which the reduction ``C - f - g`` does not see. Only a heuristic: callers use
+    ``C - f - g``, which has the same optimal assignments as ``C``. Returns ``None`` if the
+    iteration produced non-finite numbers (then callers go without).
     """
     n, m = cost.shape
     lo = float(cost.min())
@@ -169,35 +171,36 @@ def approx_duals(
         return None
     eps_final = rel_eps * std
     eps = max(min(span, rel_start * std), eps_final)
-    f = np.zeros(n, dtype=np.float32)
-    g = cost.min(axis=0).astype(np.float32)
+    g0 = cost.min(axis=0)
+    # the reduced cost C - f - g in float32 (f = 0, g = column minima), updated in place;
+    # element-wise passes in NumPy (SIMD, one thread), matrix-vector products in torch (its
+    # thread setting, where NumPy's BLAS would start its own pool)
+    red = np.subtract(cost, g0[None, :], dtype=np.float32)
+    red_t = torch.from_numpy(red)
     kern = np.empty((n, m), dtype=np.float32)
-    # element-wise passes in NumPy (one SIMD thread), matrix-vector products in torch (its
-    # thread setting; NumPy's BLAS may spin up its own pool). The marginals are taken as all
-    # ones (u = 1 / K v, v = 1 / K^T u): for a square problem that scales the plan by n and
-    # shifts f and g by opposite constants, which the reduction C - f - g does not see.
     kern_t = torch.from_numpy(kern)
+    f = torch.zeros(n, dtype=torch.float32)
+    g = torch.from_numpy(g0.astype(np.float32))
     u = torch.empty(n, dtype=torch.float32)
     v = torch.empty(m, dtype=torch.float32)
     with np.errstate(all="ignore"):
         while True:
-            # kern = exp((f + g - C) / eps)
-            np.subtract(cost, f[:, None], out=kern, casting="same_kind")
-            kern -= g[None, :]
-            kern *= np.float32(-1.0 / eps)
+            np.multiply(red, np.float32(-1.0 / eps), out=kern)
             np.exp(kern, out=kern)
             v.fill_(1.0)
             for _ in range(inner):
                 torch.mv(kern_t, v, out=u).reciprocal_()
                 torch.mv(kern_t.T, u, out=v).reciprocal_()
-            f_new = f + np.float32(eps) * np.log(u.numpy())
-            g_new = g + np.float32(eps) * np.log(v.numpy())
-            if not (np.isfinite(f_new).all() and np.isfinite(g_new).all()):
-                break
-            f, g = f_new, g_new
+            du = u.log_().mul_(eps)
+            dv = v.log_().mul_(eps)
+            f += du
+            g += dv
             if eps <= eps_final:
                 break
+            red_t.sub_(du[:, None]).sub_(dv[None, :])
             eps = max(eps * scaling, eps_final)
-    if not (np.isfinite(f).all() and np.isfinite(g).all()):
+    f64 = f.double().numpy()
+    g64 = g.double().numpy()
+    if not (np.isfinite(f64).all() and np.isfinite(g64).all()):
         return None
-    return f.astype(np.float64), g.astype(np.float64)
+    return f64, g64
