@@ -484,3 +484,15 @@ def test_cuda_auction_matches_cpu_optimum():
     assert float(c[np.arange(512), pair.j.cpu().numpy()].sum()) == pytest.approx(
         _optimum(c), rel=1e-9
     )
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e40])
+def test_exact_ot_extreme_cost_scales(scale):
+    # the float32 dual pre-reduction must fail soft (overflow) and never change the optimum
+    x0, x1 = _batches(80, 80, 2, 9)
+    c = torch.from_numpy(_cost64(x0, x1)) * scale
+    for solver in ("lsa", "auction"):
+        j = ExactOT(cost=lambda a, b: c, solver=solver)(x0, x1).j
+        _assert_permutation(j, 80)
+        cn = c.numpy()
+        assert float(cn[np.arange(80), j.numpy()].sum()) == pytest.approx(_optimum(cn), rel=1e-9)

@@ -7,8 +7,8 @@ Two solvers, both returning an optimal permutation:
   approximate OT dual potentials from a few float32 Sinkhorn stages (:func:`approx_duals`).
   Subtracting a row constant and a column constant changes the cost of every permutation by the
   same amount, so the optimum is exactly that of ``C``; but with near-optimal duals the
-  augmenting paths are short, which makes the solve several times faster than on ``C`` itself
-  (4-30x at 1024 points).
+  augmenting paths are short, which makes the solve about 5-20 times faster than on ``C``
+  itself at 256-1024 points (measured on Gaussian batches in 2 and 3072 dimensions).
 * ``"auction"`` (any device, torch): Bertsekas' auction with epsilon scaling, vectorised over all
   unassigned rows (Jacobi bidding), warm-started with log-domain Sinkhorn prices. At the end
   every row is within ``eps_final`` of its best object (epsilon complementary slackness), so the

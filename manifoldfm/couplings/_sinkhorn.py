@@ -167,8 +167,9 @@ def approx_duals(
     lo = float(cost.min())
     span = float(cost.max()) - lo
     std = float(torch.from_numpy(cost).std()) if cost.flags.c_contiguous else float(cost.std())
-    if not (span > 0 and std > 0 and math.isfinite(span)):
-        return None
+    top = max(abs(lo), abs(lo + span))
+    if not (std > 1e-30 and top < 1e30 and math.isfinite(span)):
+        return None  # constant, or beyond what float32 carries comfortably
     eps_final = rel_eps * std
     eps = max(min(span, rel_start * std), eps_final)
     g0 = cost.min(axis=0)
