@@ -162,8 +162,9 @@ def pairwise_cost(x0: Tensor, x1: Tensor, cost: Cost = None) -> Tensor:
     Example:
         >>> import torch
         >>> from manifoldfm.couplings import pairwise_cost
-        >>> pairwise_cost(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0], [1.0, 0.0]]))
-        tensor([[25.,  1.]], dtype=torch.float64)
+        >>> c = pairwise_cost(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0], [1.0, 0.0]]))
+        >>> c.dtype, c.round(decimals=9)
+        (torch.float64, tensor([[25.,  1.]], dtype=torch.float64))
     """
     cost = _check_cost_spec(cost)
     _check_pair(x0, x1, same_features=not (callable(cost) and not hasattr(cost, "dist")))
