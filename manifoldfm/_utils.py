@@ -132,11 +132,10 @@ def as_time(t: Tensor | float, x: Tensor, *, name: str = "t", check_range: bool 
     if t.dtype != x.dtype or t.device != x.device:
         t = t.to(dtype=x.dtype, device=x.device)
     if check_range and _STATE.values and t.numel() > 0:
-        lo, hi = torch.aminmax(t)
-        if not (bool(lo >= 0) and bool(hi <= 1)):
-            raise ValueError(
-                f"{name} must lie in [0, 1], got values in [{lo.item():.6g}, {hi.item():.6g}]"
-            )
+        lo_t, hi_t = torch.aminmax(t)
+        lo, hi = lo_t.item(), hi_t.item()  # NaN fails both comparisons below
+        if not (lo >= 0 and hi <= 1):
+            raise ValueError(f"{name} must lie in [0, 1], got values in [{lo:.6g}, {hi:.6g}]")
     return t
 
 

@@ -25,7 +25,8 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Test tensors are small: one intra-op thread is faster and immune to oversubscription.
+torch.set_num_threads(1)
 
 #: Absolute/relative tolerances per dtype used across the suite.
 TOL: dict[torch.dtype, dict[str, float]] = {

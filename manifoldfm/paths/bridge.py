@@ -64,7 +64,7 @@ class LinearGaussianPath:
         ut = x1 - x0
         xt = torch.lerp(x0, x1, tb)  # exact at both endpoints
         if self.sigma > 0:
-            xt = xt + self.sigma * _noise(x0, generator)
+            xt.add_(_noise(x0, generator), alpha=self.sigma)
         return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut)
 
 
@@ -117,9 +117,9 @@ class SchrodingerBridgePath:
         eps = _noise(x0, generator)
         diff = x1 - x0
         var = tb * (1.0 - tb)
-        xt = torch.lerp(x0, x1, tb) + self.sigma * torch.sqrt(var) * eps
+        xt = torch.addcmul(torch.lerp(x0, x1, tb), self.sigma * torch.sqrt(var), eps)
         e = eps_for(x0.dtype) ** 0.5
         tc = tb.clamp(e, 1.0 - e)
         coef = self.sigma * (1.0 - 2.0 * tc) / (2.0 * torch.sqrt(tc * (1.0 - tc)))
-        ut = diff + coef * eps
+        ut = torch.addcmul(diff, coef, eps)
         return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut)
