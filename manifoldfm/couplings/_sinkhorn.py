@@ -147,21 +147,24 @@ def sinkhorn(
 def approx_duals(
     cost: np.ndarray,
     *,
-    rel_eps: float = 0.003,
+    rel_eps: float = 0.001,
     rel_start: float = 1.0,
     scaling: float = 0.3,
-    inner: int = 3,
+    inner: int = 4,
+    omega: float = 1.8,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Approximate dual potentials ``(f, g)`` of the uniform OT problem on a square ``cost``.
 
-    Kernel Sinkhorn in float32 with the scalings absorbed into the log potentials after each
-    stage of ``inner`` iterations; the regularisation goes from ``rel_start`` times the cost's
-    standard deviation (or its range if smaller) down to ``rel_eps`` times it by factors
-    ``scaling``. The marginals are taken as all ones (``u = 1 / K v``, ``v = 1 / K^T u``): for a
-    square problem that scales the plan by ``n`` and shifts ``f`` and ``g`` by opposite
-    constants, which the reduction ``C - f - g`` does not see. Only a heuristic: callers use
-    ``C - f - g``, which has the same optimal assignments as ``C``. Returns ``None`` if the
-    iteration produced non-finite numbers (then callers go without).
+    Over-relaxed kernel Sinkhorn in float32 with the scalings absorbed into the log potentials
+    after each stage of ``inner`` iterations; the regularisation goes from ``rel_start`` times
+    the cost's standard deviation (or its range if smaller) down to ``rel_eps`` times it by
+    factors ``scaling``. The marginals are taken as all ones (``u = 1 / K v``,
+    ``v = 1 / K^T u``): for a square problem that scales the plan by ``n`` and shifts ``f`` and
+    ``g`` by opposite constants, which the reduction ``C - f - g`` does not see. Over-relaxation
+    (``log u <- (1 - omega) log u + omega log u_new``) roughly halves the assignment time that
+    follows on 2-D data. Only a heuristic: callers use ``C - f - g``, which has the same optimal
+    assignments as ``C``. Returns ``None`` for a constant cost, costs beyond what float32
+    carries comfortably, or non-finite results (then callers go without).
     """
     n, m = cost.shape
     lo = float(cost.min())
@@ -182,23 +185,35 @@ def approx_duals(
     kern_t = torch.from_numpy(kern)
     f = torch.zeros(n, dtype=torch.float32)
     g = torch.from_numpy(g0.astype(np.float32))
-    u = torch.empty(n, dtype=torch.float32)
-    v = torch.empty(m, dtype=torch.float32)
+    log_u = torch.zeros(n, dtype=torch.float32)
+    log_v = torch.zeros(m, dtype=torch.float32)
+    t_u = torch.empty(n, dtype=torch.float32)
+    t_v = torch.empty(m, dtype=torch.float32)
     with np.errstate(all="ignore"):
         while True:
             np.multiply(red, np.float32(-1.0 / eps), out=kern)
             np.exp(kern, out=kern)
-            v.fill_(1.0)
-            for _ in range(inner):
-                torch.mv(kern_t, v, out=u).reciprocal_()
-                torch.mv(kern_t.T, u, out=v).reciprocal_()
-            du = u.log_().mul_(eps)
-            dv = v.log_().mul_(eps)
+            for it in range(inner):
+                # log u_new = -log(K exp(log v)), then over-relax (not on a stage's first step)
+                torch.mv(kern_t, log_v.exp(), out=t_u).log_().neg_()
+                if it == 0:
+                    log_u.copy_(t_u)
+                else:
+                    log_u.lerp_(t_u, omega)
+                torch.mv(kern_t.T, log_u.exp(), out=t_v).log_().neg_()
+                if it == 0:
+                    log_v.copy_(t_v)
+                else:
+                    log_v.lerp_(t_v, omega)
+            du = log_u.mul_(eps)
+            dv = log_v.mul_(eps)
             f += du
             g += dv
             if eps <= eps_final:
                 break
             red_t.sub_(du[:, None]).sub_(dv[None, :])
+            log_u.zero_()
+            log_v.zero_()
             eps = max(eps * scaling, eps_final)
     f64 = f.double().numpy()
     g64 = g.double().numpy()
