@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -107,10 +108,14 @@ def _sq_euclidean(x0: Tensor, x1: Tensor) -> Tensor:
     a few rows of each batch, and the move is skipped when it would change the squared norms
     by less than 20% (it costs a pass over the data). Computed in float64 when the feature
     dimension is at most 16 or the inputs are float64, otherwise in the input dtype (float32 at
-    least).
+    least). Inputs are detached: the result carries no gradient.
+
+    On CPU the small passes run in NumPy and only the matrix product goes through torch (and
+    its thread pool): each torch call wakes the pool, which stalls for a scheduler time slice
+    whenever another process holds one of its cores.
     """
-    a = x0.reshape(x0.shape[0], -1)
-    b = x1.reshape(x1.shape[0], -1)
+    a = x0.detach().reshape(x0.shape[0], -1)
+    b = x1.detach().reshape(x1.shape[0], -1)
     dim = a.shape[1]
     if dim <= _FLOAT64_MAX_DIM or a.dtype == torch.float64:
         dtype = torch.float64
@@ -118,6 +123,8 @@ def _sq_euclidean(x0: Tensor, x1: Tensor) -> Tensor:
         dtype = torch.promote_types(a.dtype, torch.float32)
     a = a.to(dtype)
     b = b.to(dtype)
+    if a.device.type == "cpu" and dtype in (torch.float32, torch.float64):
+        return _sq_euclidean_host(a.numpy(), b.numpy())
     if dim <= _FLOAT64_MAX_DIM:
         centre = 0.5 * (a.mean(0) + b.mean(0))
         a = a - centre
@@ -138,6 +145,41 @@ def _sq_euclidean(x0: Tensor, x1: Tensor) -> Tensor:
     # one (B0, B1) allocation: fresh large buffers cost page faults, the passes are cheap
     out = torch.addmm(sq_b[None, :], a, b.T, alpha=-2.0)
     return out.add_(sq_a[:, None]).clamp_min_(0.0)
+
+
+def _sq_euclidean_host(a: np.ndarray, b: np.ndarray) -> Tensor:
+    """:func:`_sq_euclidean` for host arrays of one float dtype (see there)."""
+    dim = a.shape[1]
+    rows = slice(None) if dim <= _FLOAT64_MAX_DIM else slice(_CENTRE_ROWS)
+    sub_a, sub_b = a[rows], b[rows]
+    centre = 0.5 * (sub_a.mean(0) + sub_b.mean(0))
+    if dim <= _FLOAT64_MAX_DIM:
+        move = True
+    else:
+        da, db = sub_a - centre, sub_b - centre
+        spread = 0.5 * (np.einsum("ij,ij->i", da, da).mean() + np.einsum("ij,ij->i", db, db).mean())
+        move = float(centre @ centre) > 0.2 * float(spread)
+    if move:
+        a = a - centre
+        b = b - centre
+    if dim <= _FLOAT64_MAX_DIM:
+        # direct differences, one coordinate at a time: exact, and no matrix product to
+        # hand to a thread pool for a handful of flops per entry
+        out_np = np.subtract.outer(a[:, 0], b[:, 0])
+        out_np *= out_np
+        for k in range(1, dim):
+            diff = np.subtract.outer(a[:, k], b[:, k])
+            diff *= diff
+            out_np += diff
+        return torch.from_numpy(out_np)
+    sq_a = np.einsum("ij,ij->i", a, a)
+    sq_b = np.einsum("ij,ij->i", b, b)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    out = torch.addmm(torch.from_numpy(sq_b)[None, :], ta, tb.T, alpha=-2.0)
+    host = out.numpy()
+    host += sq_a[:, None]
+    np.maximum(host, 0.0, out=host)
+    return out
 
 
 def pairwise_cost(x0: Tensor, x1: Tensor, cost: Cost = None) -> Tensor:
@@ -188,13 +230,21 @@ def pairwise_cost(x0: Tensor, x1: Tensor, cost: Cost = None) -> Tensor:
     return c
 
 
+def _count_nonfinite(x: Tensor) -> int:
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        # one NumPy pass: no thread pool to wake (and stall on a busy machine)
+        arr = x.detach().numpy()
+        return 0 if np.isfinite(arr).all() else int((~np.isfinite(arr)).sum())
+    return int((~torch.isfinite(x)).sum())
+
+
 def _check_cost_finite(c: Tensor, x0: Tensor, x1: Tensor) -> None:
-    bad = int((~torch.isfinite(c)).sum())
+    bad = _count_nonfinite(c)
     if bad:
         culprits = [
             f"{name} holds {k} non-finite value(s)"
             for name, x in (("x0", x0), ("x1", x1))
-            if (k := int((~torch.isfinite(x)).sum()))
+            if (k := _count_nonfinite(x))
         ]
         why = f" ({'; '.join(culprits)})" if culprits else "; check the cost function"
         raise ValueError(
