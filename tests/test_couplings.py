@@ -186,6 +186,23 @@ def test_exact_ot_float32_high_dimensional_images():
     assert float(c64[np.arange(64), pair.j.numpy()].sum()) == pytest.approx(_optimum(c64), rel=1e-6)
 
 
+@pytest.mark.parametrize("dim", [1, 3, 16, 17, 300])
+def test_host_and_device_cost_implementations_agree(dim):
+    from manifoldfm.couplings.base import _sq_euclidean_host, _sq_euclidean_torch
+
+    dtype = torch.float64 if dim <= 16 else torch.float32
+    g = torch.Generator().manual_seed(dim)
+    x0 = (torch.rand(40, dim, generator=g, dtype=torch.float64) + 3.0).to(dtype)
+    x1 = (torch.rand(30, dim, generator=g, dtype=torch.float64) + 3.0).to(dtype)
+    host = _sq_euclidean_host(x0.numpy(), x1.numpy())
+    dev = _sq_euclidean_torch(x0, x1)
+    ref = torch.from_numpy(_cost64(x0, x1))
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for c in (host, dev):
+        assert c.dtype == dtype and c.shape == (40, 30)
+        torch.testing.assert_close(c.double(), ref, rtol=tol, atol=tol * float(ref.max()))
+
+
 def test_pairwise_cost_small_dimension_in_float64():
     x0, x1 = _batches(5, 4, 2, 0, dtype=torch.float32)
     c = pairwise_cost(x0, x1)

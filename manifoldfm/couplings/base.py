@@ -125,7 +125,12 @@ def _sq_euclidean(x0: Tensor, x1: Tensor) -> Tensor:
     b = b.to(dtype)
     if a.device.type == "cpu" and dtype in (torch.float32, torch.float64):
         return _sq_euclidean_host(a.numpy(), b.numpy())
-    if dim <= _FLOAT64_MAX_DIM:
+    return _sq_euclidean_torch(a, b)
+
+
+def _sq_euclidean_torch(a: Tensor, b: Tensor) -> Tensor:
+    """:func:`_sq_euclidean` in torch for ``(B, D)`` tensors of the compute dtype (devices)."""
+    if a.shape[1] <= _FLOAT64_MAX_DIM:
         centre = 0.5 * (a.mean(0) + b.mean(0))
         a = a - centre
         b = b - centre
@@ -149,6 +154,12 @@ def _sq_euclidean(x0: Tensor, x1: Tensor) -> Tensor:
 
 def _sq_euclidean_host(a: np.ndarray, b: np.ndarray) -> Tensor:
     """:func:`_sq_euclidean` for host arrays of one float dtype (see there)."""
+    # non-finite inputs give non-finite costs, which the couplings report with their count
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _sq_euclidean_np(a, b)
+
+
+def _sq_euclidean_np(a: np.ndarray, b: np.ndarray) -> Tensor:
     dim = a.shape[1]
     rows = slice(None) if dim <= _FLOAT64_MAX_DIM else slice(_CENTRE_ROWS)
     sub_a, sub_b = a[rows], b[rows]
