@@ -342,6 +342,23 @@ def test_sinkhorn_matches_pot_and_approaches_exact_plan():
     assert torch.equal(pair.j, ExactOT()(x0, x1).j)
 
 
+def test_sinkhorn_host_and_device_loops_agree():
+    from manifoldfm.couplings._sinkhorn import _NUMPY, _TORCH, _sinkhorn_loop
+
+    x0, x1 = _batches(30, 20, 2, 6)
+    c = pairwise_cost(x0, x1)
+    la = torch.full((30,), -math.log(30), dtype=torch.float64)
+    lb = torch.rand(20, generator=torch.Generator().manual_seed(0), dtype=torch.float64).log()
+    lb = lb - torch.logsumexp(lb, 0)
+    kw = {"max_iter": 5000, "tol": 1e-10, "scaling": 0.5, "stage_iter": 10, "omega": 1.8}
+    kw.update(check_every=10, absorb_at=40.0)
+    f_d, g_d, it_d, err_d = _sinkhorn_loop(_TORCH, c, la, lb, 0.05, **kw)
+    f_h, g_h, it_h, err_h = _sinkhorn_loop(_NUMPY, c.numpy(), la.numpy(), lb.numpy(), 0.05, **kw)
+    assert err_d <= 1e-10 and err_h <= 1e-10 and it_d == it_h
+    np.testing.assert_allclose(f_d.numpy(), f_h, atol=1e-9)
+    np.testing.assert_allclose(g_d.numpy(), g_h, atol=1e-9)
+
+
 def test_sinkhorn_draws_follow_the_plan():
     x0, x1 = _batches(3, 4, 1, 8)
     sk = SinkhornOT(1.0)

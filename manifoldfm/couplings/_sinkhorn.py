@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,28 +85,110 @@ def sinkhorn(
         A. Thibault, L. Chizat, C. Dossal, N. Papadakis. Overrelaxed Sinkhorn-Knopp algorithm
         for regularized optimal transport. Algorithms 14(5), 2021.
     """
-    n = cost.shape[0]
-    a = log_a.exp()
-    b = log_b.exp()
-    f = torch.zeros(n, dtype=cost.dtype, device=cost.device)
+    if cost.device.type == "cpu":
+        # on the host everything runs in single-threaded NumPy: a few hundred small
+        # operations per solve, each of which would wake (and, on a busy machine, stall on)
+        # torch's thread pool
+        with np.errstate(all="ignore"):
+            out = _sinkhorn_loop(
+                _NUMPY,
+                cost.detach().numpy(),
+                log_a.detach().numpy(),
+                log_b.detach().numpy(),
+                reg,
+                max_iter=max_iter,
+                tol=tol,
+                scaling=scaling,
+                stage_iter=stage_iter,
+                omega=omega,
+                check_every=check_every,
+                absorb_at=absorb_at,
+            )
+        f, g, it, err = out
+        f, g = torch.from_numpy(f), torch.from_numpy(g)
+    else:
+        f, g, it, err = _sinkhorn_loop(
+            _TORCH,
+            cost,
+            log_a,
+            log_b,
+            reg,
+            max_iter=max_iter,
+            tol=tol,
+            scaling=scaling,
+            stage_iter=stage_iter,
+            omega=omega,
+            check_every=check_every,
+            absorb_at=absorb_at,
+        )
+    return SinkhornState(f=f, g=g, reg=reg, iterations=it, marginal_error=err, converged=err <= tol)
+
+
+class _Ops:
+    """The handful of array operations the Sinkhorn loop needs, for NumPy or torch arrays."""
+
+    def __init__(self, xp: Any) -> None:
+        self.xp = xp
+        self.is_torch = xp is torch
+
+    def mv(self, kern: Any, x: Any) -> Any:  # kern @ x
+        return kern @ x if self.is_torch else np.einsum("ij,j->i", kern, x)
+
+    def mtv(self, kern: Any, x: Any) -> Any:  # kern.T @ x
+        return kern.T @ x if self.is_torch else np.einsum("ij,i->j", kern, x)
+
+    def lse_rows(self, z: Any) -> Any:  # logsumexp over the last axis
+        if self.is_torch:
+            return torch.logsumexp(z, dim=1)
+        top = z.max(axis=1, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        return np.log(np.exp(z - top).sum(axis=1)) + top[:, 0]
+
+    def scalar(self, x: Any) -> float:
+        return float(x)
+
+
+_NUMPY = _Ops(np)
+_TORCH = _Ops(torch)
+
+
+def _sinkhorn_loop(
+    ops: _Ops,
+    cost: Any,
+    log_a: Any,
+    log_b: Any,
+    reg: float,
+    *,
+    max_iter: int,
+    tol: float,
+    scaling: float,
+    stage_iter: int,
+    omega: float,
+    check_every: int,
+    absorb_at: float,
+) -> tuple[Any, Any, int, float]:
+    xp = ops.xp
+    a = xp.exp(log_a)
+    b = xp.exp(log_b)
+    f = cost[:, 0] * 0.0
     # the c-transform of zero: f + g - C <= 0 with a zero in every column
-    g = cost.amin(0)
-    span = float(cost.amax() - cost.amin())
+    g = cost.min(0)[0] if ops.is_torch else cost.min(axis=0)
+    span = ops.scalar(cost.max() - cost.min())
     eps = max(reg, span)
     it = 0
     err = math.inf
     while True:
         final = eps <= reg
-        kern = torch.exp((f[:, None] + g[None, :] - cost) / eps)
-        log_u = torch.zeros_like(f)
-        log_v = torch.zeros_like(g)
+        kern = xp.exp((f[:, None] + g[None, :] - cost) / eps)
+        log_u = f * 0.0
+        log_v = g * 0.0
         om = omega if final else 1.0
         last_err = math.inf
         k = 0
         while it < max_iter:
-            lu_new = -torch.log(kern @ (b * log_v.exp()))
-            log_u = lu_new if om == 1.0 else torch.lerp(log_u, lu_new, om)
-            lv_new = -torch.log(kern.T @ (a * log_u.exp()))
+            lu_new = -xp.log(ops.mv(kern, b * xp.exp(log_v)))
+            log_u = lu_new if om == 1.0 else log_u + om * (lu_new - log_u)
+            lv_new = -xp.log(ops.mtv(kern, a * xp.exp(log_u)))
             it += 1
             k += 1
             if not final:
@@ -115,11 +198,11 @@ def sinkhorn(
                 continue
             if k % check_every == 0 or it >= max_iter:
                 # column sums with (u, v) are b v (K^T a u) = b exp(log_v - lv_new)
-                err = float((b * torch.exp(log_v - lv_new) - b).abs().sum())
+                err = ops.scalar(xp.abs(b * xp.exp(log_v - lv_new) - b).sum())
                 if not math.isfinite(err):
                     # an over-relaxed step went astray: restart from the anchors, plainly
-                    log_u.zero_()
-                    log_v.zero_()
+                    log_u = f * 0.0
+                    log_v = g * 0.0
                     om, last_err = 1.0, math.inf
                     continue
                 if err <= tol:
@@ -127,10 +210,11 @@ def sinkhorn(
                 if err > last_err:
                     om = 1.0
                 last_err = err
-                if float(torch.maximum(log_u.abs().amax(), lv_new.abs().amax())) > absorb_at:
+                big = max(ops.scalar(xp.abs(log_u).max()), ops.scalar(xp.abs(lv_new).max()))
+                if big > absorb_at:
                     log_v = lv_new
                     break
-            log_v = lv_new if om == 1.0 else torch.lerp(log_v, lv_new, om)
+            log_v = lv_new if om == 1.0 else log_v + om * (lv_new - log_v)
         f = f + eps * log_u
         g = g + eps * log_v
         if final and (err <= tol or it >= max_iter):
@@ -140,8 +224,8 @@ def sinkhorn(
         if it >= max_iter:
             break
     # one exact row update so that the rows of the plan sum to a
-    f = -reg * torch.logsumexp((g[None, :] - cost) / reg + log_b[None, :], dim=1)
-    return SinkhornState(f=f, g=g, reg=reg, iterations=it, marginal_error=err, converged=err <= tol)
+    f = -reg * ops.lse_rows((g[None, :] - cost) / reg + log_b[None, :])
+    return f, g, it, err
 
 
 def approx_duals(

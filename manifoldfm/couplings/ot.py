@@ -335,11 +335,17 @@ class SinkhornOT:
                 checks on).
         """
         cost, _, g, _, log_b = self._solve(x0, x1, a, b)
-        # the conditional of row i is proportional to exp((g_j - C_ij) / reg) b_j
-        logits = (g[None, :] - cost) / self.reg + log_b[None, :]
-        u = torch.rand(logits.shape, generator=generator, dtype=torch.float64, device=cost.device)
-        gumbel = -torch.log(-torch.log(u.clamp_min_(1e-300)))
-        j = torch.argmax(logits + gumbel, dim=1)
+        # the conditional of row i is proportional to exp((g_j - C_ij) / reg) b_j: draw from
+        # it by the Gumbel-max trick, with uniforms from `generator`
+        u = torch.rand(cost.shape, generator=generator, dtype=torch.float64, device=cost.device)
+        if cost.device.type == "cpu":  # one NumPy pass each instead of torch's thread pool
+            with np.errstate(divide="ignore"):
+                key = (g.numpy()[None, :] - cost.numpy()) / self.reg + log_b.numpy()[None, :]
+                key -= np.log(-np.log(np.maximum(u.numpy(), 1e-300)))
+            j = torch.from_numpy(key.argmax(axis=1))
+        else:
+            logits = (g[None, :] - cost) / self.reg + log_b[None, :]
+            j = torch.argmax(logits - torch.log(-torch.log(u.clamp_min_(1e-300))), dim=1)
         i = torch.arange(x0.shape[0], device=x0.device)
         return CouplingResult(x0=x0, x1=x1[j], i=i, j=j)
 
