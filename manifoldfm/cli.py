@@ -49,6 +49,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default=Path("outputs/demo_moons"),
         help="output folder (default: outputs/demo_moons)",
     )
+    demo.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default: 1; the demo's small tensors gain nothing from more)",
+    )
     demo.add_argument("--smoke", action="store_true", help="a few training steps, for CI")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -209,8 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     steps = 30 if args.smoke else args.steps
     ode_steps = 5 if args.smoke else args.ode_steps
-    if steps < 1 or args.batch_size < 2 or ode_steps < 1:
-        parser.error("--steps, --ode-steps must be >= 1 and --batch-size >= 2")
+    if steps < 1 or args.batch_size < 2 or ode_steps < 1 or args.threads < 1:
+        parser.error("--steps, --ode-steps, --threads must be >= 1 and --batch-size >= 2")
+    torch.set_num_threads(args.threads)
     metrics = run_moons_demo(
         coupling=args.coupling,
         steps=steps,
