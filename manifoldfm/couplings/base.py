@@ -199,11 +199,12 @@ def pairwise_cost(x0: Tensor, x1: Tensor, cost: Cost = None) -> Tensor:
     Args:
         x0: source batch, shape ``(B0, *shape)``.
         x1: target batch, shape ``(B1, *shape)``.
-        cost: ``None`` for the squared Euclidean distance over flattened features (computed by
-            one matrix product, in float64 for feature dimensions up to 16 or float64 inputs,
-            otherwise in the input dtype); a callable ``(x0, x1) -> (B0, B1)``; or an object
-            with a ``dist(x, y)`` method (a manifold), giving ``dist(x0_a, x1_b)^2`` for all
-            pairs (``dist2`` is used when the object has one).
+        cost: ``None`` for the squared Euclidean distance over flattened features (float64
+            up to 16 features, otherwise the input dtype, float32 at least; see
+            :class:`ExactOT`); a callable
+            ``(x0, x1) -> (B0, B1)``; or an object with a ``dist(x, y)`` method (a manifold),
+            giving ``dist(x0_a, x1_b)^2`` for all pairs (``dist2`` is used when the object has
+            one). The built-in cost is computed from detached inputs (no gradient).
 
     Returns:
         A floating tensor of shape ``(B0, B1)`` on the inputs' device.

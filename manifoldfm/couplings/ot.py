@@ -66,32 +66,34 @@ class ExactOT:
     pairing cost is the minimum itself. The permutation is optimal for the cost matrix as
     computed (ties broken arbitrarily):
 
-    * on CPU (``solver="lsa"``) it is found by SciPy's Jonker-Volgenant solver on the cost
-      matrix reduced by approximate dual potentials from a few float32 Sinkhorn stages. The
-      reduction changes every permutation's cost by the same constant, so the solution is
-      exactly optimal; it only shortens the search (several times faster than the network
-      simplex or the plain solver at 1024 points);
-    * on other devices (``solver="auction"``) by an epsilon-scaling auction in torch on the
-      device, warm-started by Sinkhorn prices, whose duality gap is computed and guaranteed to
-      be at most ``1e-9`` times the largest absolute cost (so the permutation is optimal up to
-      cost differences of that size); if its round budget runs out the host solver finishes
-      from the auction's prices.
+    * ``solver="lsa"`` (the default on CPU, and on other devices below 2048 points): SciPy's
+      Jonker-Volgenant solver on the host, run on the cost matrix reduced by approximate dual
+      potentials from a few float32 Sinkhorn stages. The reduction changes every
+      permutation's cost by the same constant, so the solution is exactly optimal; it only
+      shortens the search (5-20x faster than the plain solver at 256-1024 points);
+    * ``solver="auction"`` (the default off the CPU from 2048 points): an epsilon-scaling
+      auction in torch on the inputs' device, warm-started by Sinkhorn prices, whose duality
+      gap is computed and guaranteed to be at most ``1e-9`` times the largest absolute cost
+      (so the permutation is optimal up to cost differences of that size); if its round
+      budget runs out, the host solver finishes from the auction's prices.
 
     **Unequal batch sizes or explicit weights** ``a``/``b``: the plan comes from POT's
     network simplex (``ot.emd``), and each row of ``x0`` gets a partner drawn from its row of
     the plan (the conditional ``P[i, :] / a_i``) with ``generator``; ``i = arange(B0)``.
 
-    Costs: ``cost=None`` is the squared Euclidean distance over flattened features, computed
-    by one matrix product after centring both batches on a common point (float64 when the
-    feature dimension is at most 16 or the inputs are float64, otherwise the input dtype, so
-    float32 image batches cost one float32 GEMM). A callable ``(x0, x1) -> (B0, B1)`` gives
-    any cost; an object with a ``dist(x, y)`` method (a manifold) gives the squared geodesic
-    distance over all pairs.
+    Costs: ``cost=None`` is the squared Euclidean distance over flattened features: in
+    float64 when the feature dimension is at most 16 (on CPU from direct coordinate
+    differences), otherwise as ``|x|^2 + |y|^2 - 2 <x, y>`` by one matrix product in the input dtype (float64
+    inputs stay float64; float32 image batches cost one float32 GEMM), after moving both
+    batches by a common offset when they sit far from the origin (which avoids cancellation
+    and changes no distance). A callable ``(x0, x1) -> (B0, B1)`` gives any cost; an object
+    with a ``dist(x, y)`` method (a manifold) gives the squared geodesic distance over all
+    pairs. The cost matrix must be finite (checked always, naming the count).
 
     Args:
         cost: ``None``, a callable or a manifold (see above).
-        solver: ``"auto"`` (``"lsa"`` on CPU, ``"auction"`` elsewhere), ``"lsa"`` or
-            ``"auction"``; used for equal sizes with uniform weights.
+        solver: ``"auto"`` (see above), ``"lsa"`` or ``"auction"``; used for equal sizes
+            with uniform weights.
 
     Example:
         >>> import torch
