@@ -510,12 +510,13 @@ def test_repr_names_the_options():
 
 
 @pytest.mark.gpu
-def test_cuda_auction_matches_cpu_optimum():
-    x0, x1 = _batches(512, 512, 2, 0, device="cuda")
-    pair = ExactOT()(x0, x1)
-    assert pair.j.device.type == "cuda"
+@pytest.mark.parametrize(("solver", "n", "d"), [("auto", 512, 2), ("auction", 256, 3)])
+def test_cuda_exact_ot_matches_cpu_optimum(solver, n, d):
+    x0, x1 = _batches(n, n, d, 0, device="cuda")
+    pair = ExactOT(solver=solver)(x0, x1)
+    assert pair.j.device.type == "cuda" and pair.x1.device.type == "cuda"
     c = _cost64(x0, x1)
-    assert float(c[np.arange(512), pair.j.cpu().numpy()].sum()) == pytest.approx(
+    assert float(c[np.arange(n), pair.j.cpu().numpy()].sum()) == pytest.approx(
         _optimum(c), rel=1e-9
     )
 
