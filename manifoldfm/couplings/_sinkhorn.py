@@ -234,7 +234,7 @@ def approx_duals(
     rel_eps: float = 0.001,
     rel_start: float = 1.0,
     scaling: float = 0.3,
-    inner: int = 4,
+    inner: int = 3,
     omega: float = 1.8,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Approximate dual potentials ``(f, g)`` of the uniform OT problem on a square ``cost``.
