@@ -250,9 +250,10 @@ def approx_duals(
     assignments as ``C``. Returns ``None`` for a constant cost, costs beyond what float32
     carries comfortably, or non-finite results (then callers go without).
 
-    Everything runs in NumPy on one thread, matrix-vector products included (``einsum``, no
-    BLAS): some two hundred small operations whose cost a thread pool would not repay, and
-    which would each stall whenever another process holds a core the pool is waiting for.
+    The element-wise work runs in NumPy on one thread and the matrix-vector products in
+    torch's (single-threaded) ``mv``: some two hundred small operations whose cost a thread
+    pool would not repay, and which would each stall whenever another process holds a core
+    the pool is waiting for. (NumPy's own BLAS would start a thread pool of its own.)
     """
     n, m = cost.shape
     lo = float(cost.min())
@@ -270,6 +271,7 @@ def approx_duals(
     # the reduced cost C - f - g in float32 (f = 0, g = column minima), updated in place
     red = np.subtract(cost, g0[None, :], dtype=np.float32)
     kern = np.empty((n, m), dtype=np.float32)
+    kern_t = torch.from_numpy(kern)
     log_u = np.zeros(n, dtype=np.float32)
     log_v = np.zeros(m, dtype=np.float32)
     one_minus = np.float32(1.0 - omega)
@@ -280,9 +282,9 @@ def approx_duals(
             np.exp(kern, out=kern)
             for it in range(inner):
                 # log u_new = -log(K exp(log v)); over-relaxed except on a stage's first step
-                t_u = -np.log(np.einsum("ij,j->i", kern, np.exp(log_v)))
+                t_u = -np.log(torch.mv(kern_t, torch.from_numpy(np.exp(log_v))).numpy())
                 log_u = t_u if it == 0 else one_minus * log_u + om * t_u
-                t_v = -np.log(np.einsum("ij,i->j", kern, np.exp(log_u)))
+                t_v = -np.log(torch.mv(kern_t.T, torch.from_numpy(np.exp(log_u))).numpy())
                 log_v = t_v if it == 0 else one_minus * log_v + om * t_v
             du = np.float32(eps) * log_u
             dv = np.float32(eps) * log_v
