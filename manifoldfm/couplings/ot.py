@@ -174,9 +174,9 @@ class ExactOT:
         if wa is None and wb is None and n0 == n1:
             # the built-in and manifold costs are fresh tensors the solver may overwrite
             j = solve_assignment(cost, self.solver, overwrite=self._owns_cost)
-            return CouplingResult(x0=x0, x1=x1[j], i=i, j=j)
+            return CouplingResult(x0=x0, x1=x1.index_select(0, j), i=i, j=j)
         j = _draw_rows(_emd_plan(cost, wa, wb), generator)
-        return CouplingResult(x0=x0, x1=x1[j], i=i, j=j)
+        return CouplingResult(x0=x0, x1=x1.index_select(0, j), i=i, j=j)
 
     __call__ = coupling
 
@@ -349,7 +349,7 @@ class SinkhornOT:
             logits = (g[None, :] - cost) / self.reg + log_b[None, :]
             j = torch.argmax(logits - torch.log(-torch.log(u.clamp_min_(1e-300))), dim=1)
         i = torch.arange(x0.shape[0], device=x0.device)
-        return CouplingResult(x0=x0, x1=x1[j], i=i, j=j)
+        return CouplingResult(x0=x0, x1=x1.index_select(0, j), i=i, j=j)
 
     __call__ = coupling
 
