@@ -174,13 +174,12 @@ def _plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data, samples, xs = data.numpy(), samples.numpy(), xs.numpy()
+    pts, gen, traj = data.numpy(), samples.numpy(), xs[:, :200].numpy()
     fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharex=True, sharey=True)
-    axes[0].scatter(*data.T, s=2, alpha=0.5, color="tab:gray")
+    axes[0].scatter(*pts.T, s=2, alpha=0.5, color="tab:gray")
     axes[0].set_title("held-out data")
-    axes[1].scatter(*samples.T, s=2, alpha=0.5, color="tab:blue")
+    axes[1].scatter(*gen.T, s=2, alpha=0.5, color="tab:blue")
     axes[1].set_title("samples")
-    traj = xs[:, :200]
     axes[2].plot(traj[..., 0], traj[..., 1], color="tab:olive", alpha=0.3, lw=0.6)
     axes[2].scatter(*traj[0].T, s=3, color="black", label="source")
     axes[2].scatter(*traj[-1].T, s=3, color="tab:blue", label="t = 1")

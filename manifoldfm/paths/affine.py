@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .._utils import as_time, broadcast_time
 from .base import PathSample
-from .schedulers import CondOT, Scheduler, ScheduleOutput
+from .schedulers import CondOT, ScheduleOutput, Scheduler
 
 __all__ = ["AffinePath", "check_pair"]
 
