@@ -228,8 +228,8 @@ class VE:
     Example:
         >>> import torch
         >>> from manifoldfm import VE
-        >>> [round(s, 4) for s in VE(0.01, 10.0)(torch.tensor([0.0, 1.0])).sigma.tolist()]
-        [10.0, 0.01]
+        >>> tuple(round(s, 4) for s in VE(0.01, 10.0)(torch.tensor([0.0, 1.0])).sigma.tolist())
+        (10.0, 0.01)
 
     References:
         Song et al. Score-Based Generative Modeling through SDEs. ICLR 2021.
