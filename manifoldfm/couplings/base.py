@@ -99,8 +99,13 @@ def _check_cost_spec(cost: Cost) -> Cost:
     )
 
 
-def _sq_euclidean(x0: Tensor, x1: Tensor) -> Tensor:
+def _sq_euclidean(x0: Tensor, x1: Tensor, *, shifted: bool = False) -> Tensor:
     """Squared Euclidean distances between flattened rows, as one matrix product.
+
+    With ``shifted`` (for assignment solvers, which only need the cost up to a constant per row
+    and per column) the squared norms are left out above 16 features: the result is
+    ``-2 <x, y>`` of the (possibly moved) rows, which saves two passes over the data and two
+    over the matrix.
 
     ``|x|^2 + |y|^2 - 2 <x, y>`` cancels catastrophically when the data sit far from the
     origin next to their spread (images in ``[0, 1]``, say), so both batches are then first
@@ -124,11 +129,11 @@ def _sq_euclidean(x0: Tensor, x1: Tensor) -> Tensor:
     a = a.to(dtype)
     b = b.to(dtype)
     if a.device.type == "cpu" and dtype in (torch.float32, torch.float64):
-        return _sq_euclidean_host(a.numpy(), b.numpy())
-    return _sq_euclidean_torch(a, b)
+        return _sq_euclidean_host(a.numpy(), b.numpy(), shifted)
+    return _sq_euclidean_torch(a, b, shifted)
 
 
-def _sq_euclidean_torch(a: Tensor, b: Tensor) -> Tensor:
+def _sq_euclidean_torch(a: Tensor, b: Tensor, shifted: bool = False) -> Tensor:
     """:func:`_sq_euclidean` in torch for ``(B, D)`` tensors of the compute dtype (devices)."""
     if a.shape[1] <= _FLOAT64_MAX_DIM:
         centre = 0.5 * (a.mean(0) + b.mean(0))
@@ -145,6 +150,8 @@ def _sq_euclidean_torch(a: Tensor, b: Tensor) -> Tensor:
         if bool(offset > 0.2 * spread):
             a = a - centre
             b = b - centre
+        if shifted:
+            return torch.mm(a, b.T).mul_(-2.0)
     sq_a = torch.linalg.vector_norm(a, dim=1).square_()
     sq_b = torch.linalg.vector_norm(b, dim=1).square_()
     # one (B0, B1) allocation: fresh large buffers cost page faults, the passes are cheap
@@ -152,14 +159,14 @@ def _sq_euclidean_torch(a: Tensor, b: Tensor) -> Tensor:
     return out.add_(sq_a[:, None]).clamp_min_(0.0)
 
 
-def _sq_euclidean_host(a: np.ndarray, b: np.ndarray) -> Tensor:
+def _sq_euclidean_host(a: np.ndarray, b: np.ndarray, shifted: bool = False) -> Tensor:
     """:func:`_sq_euclidean` for host arrays of one float dtype (see there)."""
     # non-finite inputs give non-finite costs, which the couplings report with their count
     with np.errstate(invalid="ignore", over="ignore"):
-        return _sq_euclidean_np(a, b)
+        return _sq_euclidean_np(a, b, shifted)
 
 
-def _sq_euclidean_np(a: np.ndarray, b: np.ndarray) -> Tensor:
+def _sq_euclidean_np(a: np.ndarray, b: np.ndarray, shifted: bool = False) -> Tensor:
     dim = a.shape[1]
     rows = slice(None) if dim <= _FLOAT64_MAX_DIM else slice(_CENTRE_ROWS)
     sub_a, sub_b = a[rows], b[rows]
@@ -186,6 +193,11 @@ def _sq_euclidean_np(a: np.ndarray, b: np.ndarray) -> Tensor:
     # the O(B D) and O(B0 B1 D) passes go through torch (its threads pay off here); the
     # O(B0 B1) finishing passes through NumPy
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    if shifted:
+        prod = torch.mm(ta, tb.T)
+        host_prod = prod.numpy()
+        host_prod *= -2.0
+        return prod
     sq_a = torch.linalg.vector_norm(ta, dim=1).square_().numpy()
     sq_b = torch.linalg.vector_norm(tb, dim=1).square_()
     out = torch.addmm(sq_b[None, :], ta, tb.T, alpha=-2.0)

@@ -17,6 +17,8 @@ from .base import (
     CouplingResult,
     _check_cost_finite,
     _check_cost_spec,
+    _check_pair,
+    _sq_euclidean,
     _weights,
     pairwise_cost,
 )
@@ -183,7 +185,12 @@ class ExactOT:
     def _prepare(
         self, x0: Tensor, x1: Tensor, a: Tensor | None, b: Tensor | None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        cost = pairwise_cost(x0, x1, self.cost)
+        if self.cost is None and a is None and b is None and x0.shape[0] == x1.shape[0]:
+            # a permutation is coming: the cost is needed only up to row and column constants
+            _check_pair(x0, x1, same_features=True)
+            cost = _sq_euclidean(x0, x1, shifted=True)
+        else:
+            cost = pairwise_cost(x0, x1, self.cost)
         # always checked: the solvers sync with the host anyway, and a NaN would silently
         # give an arbitrary permutation
         _check_cost_finite(cost, x0, x1)
