@@ -22,11 +22,15 @@ import torch
 from torch import Tensor, nn
 
 from ._utils import as_time, check_choice, check_positive, value_checks_enabled
+from .manifolds import SO3, FlatTorus, Manifold, Product
 
 __all__ = [
     "ClassifierFreeGuidance",
     "MLPVelocity",
+    "ManifoldFeatures",
+    "ManifoldMLP",
     "SinusoidalTimeEmbedding",
+    "TangentProjection",
     "drop_conditions",
 ]
 
@@ -138,6 +142,8 @@ class MLPVelocity(nn.Module):
         num_classes: number of class labels (0 for none).
         class_dim: size of the label embedding (defaults to ``time_dim``).
         cond_dim: size of the continuous condition (0 for none).
+        out_dim: size of the output (defaults to ``dim``); differs from ``dim`` when the input
+            is a feature map of the point (see :class:`ManifoldMLP`).
 
     Example:
         >>> import torch
@@ -162,9 +168,11 @@ class MLPVelocity(nn.Module):
         num_classes: int = 0,
         class_dim: int | None = None,
         cond_dim: int = 0,
+        out_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.dim = _check_int(dim, "dim", minimum=1)
+        self.out_dim = dim if out_dim is None else _check_int(out_dim, "out_dim", minimum=1)
         _check_int(hidden, "hidden", minimum=1)
         _check_int(depth, "depth", minimum=1)
         check_choice(activation, "activation", tuple(_ACTIVATIONS))
@@ -183,7 +191,7 @@ class MLPVelocity(nn.Module):
         layers: list[nn.Module] = [nn.Linear(in_dim, hidden), act()]
         for _ in range(depth - 1):
             layers += [nn.Linear(hidden, hidden), act()]
-        layers.append(nn.Linear(hidden, dim))
+        layers.append(nn.Linear(hidden, self.out_dim))
         self.net = nn.Sequential(*layers)
 
     @property
@@ -218,7 +226,7 @@ class MLPVelocity(nn.Module):
             c: continuous conditions of shape ``(B, cond_dim)``.
 
         Returns:
-            Velocities of shape ``(B, dim)``.
+            Velocities of shape ``(B, out_dim)``.
         """
         if not isinstance(x, Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -261,7 +269,8 @@ class MLPVelocity(nn.Module):
         return y.long()
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_classes={self.num_classes}, cond_dim={self.cond_dim}"
+        out = f", out_dim={self.out_dim}" if self.out_dim != self.dim else ""
+        return f"dim={self.dim}{out}, num_classes={self.num_classes}, cond_dim={self.cond_dim}"
 
 
 def _null_like(cond: Tensor, null: Tensor | float | int, name: str) -> Tensor:
@@ -412,3 +421,184 @@ class ClassifierFreeGuidance(nn.Module):
         out = self.model(torch.cat([x, x], dim=0), torch.cat([t, t], dim=0), **doubled)
         v_cond, v_uncond = out[:batch], out[batch:]
         return torch.lerp(v_uncond, v_cond, self.scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# manifold-aware models
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_manifold_module(manifold: Any) -> None:
+    missing = [m for m in ("proju",) if not callable(getattr(manifold, m, None))]
+    if missing:
+        raise TypeError(
+            f"manifold must provide geoopt's proju(x, u); {type(manifold).__name__} does not"
+        )
+
+
+class TangentProjection(nn.Module):
+    """Make any network a tangent velocity field: ``v(x, t) = proju(x, model(x, t))``.
+
+    A network's raw output is an ambient vector; on a manifold the velocity must be tangent at
+    ``x``. Projecting the output (rather than penalising its normal part) makes the field
+    tangent by construction, so ODE solutions stay on the manifold and the CFM loss compares
+    tangent vectors only.
+
+    Args:
+        model: any module ``model(x, t, **cond)`` whose output has ``x``'s shape.
+        manifold: a manifold with geoopt's ``proju(x, u)`` (every manifold of the library).
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.manifolds import Sphere
+        >>> from manifoldfm.nn import MLPVelocity, TangentProjection
+        >>> _ = torch.manual_seed(0)
+        >>> v = TangentProjection(MLPVelocity(3, hidden=16, depth=1), Sphere(2))
+        >>> x = Sphere(2).random_uniform(4)
+        >>> out = v(x, torch.rand(4))
+        >>> bool((out * x).sum(-1).abs().max() < 1e-6)  # orthogonal to x: tangent
+        True
+    """
+
+    def __init__(self, model: nn.Module, manifold: Any) -> None:
+        super().__init__()
+        if not callable(model):
+            raise TypeError(f"model must be callable, got {type(model).__name__}")
+        _check_manifold_module(manifold)
+        self.model = model
+        self.manifold = manifold
+
+    def forward(self, x: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
+        """Tangent velocity at ``(x, t)``, shape of ``x``."""
+        out = self.model(x, t, **cond)
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"the wrapped model must return x's shape {tuple(x.shape)}, got {shape}"
+            )
+        return self.manifold.proju(x, out)
+
+
+def _feature_size(manifold: Manifold) -> int:
+    if isinstance(manifold, FlatTorus):
+        return 2 * manifold.point_shape[0]
+    if isinstance(manifold, Product):
+        return sum(_feature_size(m) for m in manifold._ms)
+    return math.prod(manifold.point_shape)
+
+
+def _features(manifold: Manifold, x: Tensor) -> Tensor:
+    """``(B, *point_shape) -> (B, F)``: the embedding coordinates, with angles as (cos, sin)."""
+    if isinstance(manifold, FlatTorus):
+        return torch.cat([torch.cos(x), torch.sin(x)], dim=-1)
+    if isinstance(manifold, Product):
+        parts = manifold.split(x)
+        return torch.cat(
+            [_features(m, p) for m, p in zip(manifold._ms, parts)],
+            dim=-1,
+        )
+    return x.reshape(x.shape[0], -1)
+
+
+class ManifoldFeatures(nn.Module):
+    """Continuous, geometry-respecting input features of manifold points.
+
+    A network fed raw coordinates must see nearby points as nearby inputs. Angles on a torus
+    are not: ``0`` and ``2 pi - 1e-9`` are the same point, so each angle becomes
+    ``(cos, sin)``. Spheres and SO(3) (as 3x3 matrices) are embedded already, so their
+    coordinates are used as they are; a :class:`~manifoldfm.manifolds.Product` concatenates its
+    factors' features; other manifolds give their flattened coordinates.
+
+    Args:
+        manifold: a manifold of the library.
+
+    Attributes:
+        out_features: the number of features of one point.
+
+    Example:
+        >>> import math, torch
+        >>> from manifoldfm.manifolds import FlatTorus
+        >>> from manifoldfm.nn import ManifoldFeatures
+        >>> f = ManifoldFeatures(FlatTorus(2))
+        >>> f(torch.tensor([[0.0, math.pi / 2]])).round(decimals=4) + 0.0  # (cos, cos, sin, sin)
+        tensor([[1., 0., 0., 1.]])
+        >>> f.out_features
+        4
+    """
+
+    def __init__(self, manifold: Manifold) -> None:
+        super().__init__()
+        if not isinstance(manifold, Manifold):
+            raise TypeError(
+                f"manifold must be a manifoldfm manifold, got {type(manifold).__name__}"
+            )
+        self.manifold = manifold
+        self.out_features = _feature_size(manifold)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Features of points ``x`` of shape ``(B, *point_shape)``, shape ``(B, out_features)``."""
+        shape = self.manifold.point_shape
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+            raise ValueError(
+                f"x must have shape (B, {', '.join(map(str, shape))}) on {self.manifold!r}, "
+                f"got {tuple(x.shape)}"
+            )
+        return _features(self.manifold, x)
+
+    def extra_repr(self) -> str:
+        return f"{self.manifold!r}, out_features={self.out_features}"
+
+
+class ManifoldMLP(nn.Module):
+    """An MLP velocity field on a manifold: features in, tangent velocity out.
+
+    The composition ``proju(x, MLP(features(x), t))`` of :class:`ManifoldFeatures`,
+    :class:`MLPVelocity` (whose output is the point's ambient size) and the tangent projection
+    of :class:`TangentProjection`. On SO(3) the output is read as an angular velocity ``w``
+    and returned as ``x @ hat(w)`` (three outputs instead of nine, tangent without a
+    projection). Conditions (``y=``, ``c=``) pass through to the MLP.
+
+    Args:
+        manifold: a manifold of the library; points have shape ``(B, *point_shape)``.
+        hidden: width of the hidden layers.
+        depth: number of hidden layers.
+        **mlp_kwargs: further arguments of :class:`MLPVelocity` (``time_dim``,
+            ``activation``, ``num_classes``, ``cond_dim``, ...).
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.manifolds import FlatTorus
+        >>> from manifoldfm.nn import ManifoldMLP
+        >>> _ = torch.manual_seed(0)
+        >>> v = ManifoldMLP(FlatTorus(2), hidden=32, depth=2)
+        >>> v(FlatTorus(2).random_uniform(5), torch.rand(5)).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self, manifold: Manifold, hidden: int = 256, depth: int = 3, **mlp_kwargs: Any
+    ) -> None:
+        super().__init__()
+        if "out_dim" in mlp_kwargs:
+            raise TypeError("out_dim is set by the manifold; do not pass it")
+        self.features = ManifoldFeatures(manifold)
+        self.manifold = manifold
+        self._so3 = isinstance(manifold, SO3)
+        out = 3 if self._so3 else math.prod(manifold.point_shape)
+        self.mlp = MLPVelocity(self.features.out_features, hidden, depth, out_dim=out, **mlp_kwargs)
+
+    @property
+    def null_cond(self) -> dict[str, int | float]:
+        """Null values of the conditions (see :attr:`MLPVelocity.null_cond`)."""
+        return self.mlp.null_cond
+
+    def forward(self, x: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
+        """Tangent velocity at ``(x, t)``, shape of ``x``."""
+        out = self.mlp(self.features(x), t, **cond)
+        if self._so3:
+            from .manifolds.so3 import hat
+
+            return x @ hat(out)
+        return self.manifold.proju(x, out.reshape(x.shape))

@@ -1,0 +1,128 @@
+"""Manifold-aware models: tangent outputs, geometry-respecting features."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import manifoldfm as mfm
+from manifoldfm.manifolds import SO3, Euclidean, FlatTorus, Product, Sphere
+from manifoldfm.nn import ManifoldFeatures, ManifoldMLP, MLPVelocity, TangentProjection
+
+from .strategies import dtypes, manifolds, seeds
+
+
+def _tangent_residual(m, x: torch.Tensor, v: torch.Tensor) -> float:
+    """Size of the part of ``v`` that ``proju`` removes (zero for a tangent vector)."""
+    return float((m.proju(x, v) - v).detach().abs().max())
+
+
+@given(m=manifolds(max_dim=3), seed=seeds, dtype=dtypes)
+def test_manifold_mlp_outputs_tangent_vectors(m, seed, dtype):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = ManifoldMLP(m, hidden=16, depth=2, time_dim=8).to(dtype)
+    x = m.random(5, generator=g, dtype=dtype)
+    v = model(x, torch.rand(5, generator=g, dtype=dtype))
+    assert v.shape == x.shape and v.dtype == dtype
+    assert torch.isfinite(v).all()
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    assert _tangent_residual(m, x, v) <= tol * max(1.0, float(v.detach().abs().max()))
+
+
+@given(m=manifolds(max_dim=3), seed=seeds)
+def test_tangent_projection_of_any_network_is_tangent(m, seed):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    size = math.prod(m.point_shape)
+
+    class Flat(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mlp = MLPVelocity(size, hidden=8, depth=1, time_dim=4).double()
+
+        def forward(self, x, t):
+            return self.mlp(x.reshape(x.shape[0], -1), t).reshape(x.shape)
+
+    v = TangentProjection(Flat(), m)
+    x = m.random(4, generator=g, dtype=torch.float64)
+    out = v(x, torch.rand(4, generator=g, dtype=torch.float64))
+    assert _tangent_residual(m, x, out) <= 1e-10 * max(1.0, float(out.detach().abs().max()))
+    # idempotent on already tangent outputs: projecting twice changes nothing
+    torch.testing.assert_close(m.proju(x, out), out, atol=1e-12, rtol=0)
+
+
+@given(seed=seeds, d=st.integers(min_value=1, max_value=4))
+def test_torus_features_and_fields_are_periodic(seed, d):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    torus = FlatTorus(d)
+    x = torus.random_uniform(6, generator=g, dtype=torch.float64)
+    shift = 2 * math.pi * torch.randint(-2, 3, (6, d), generator=g).to(torch.float64)
+    feats = ManifoldFeatures(torus)
+    torch.testing.assert_close(feats(x + shift), feats(x), atol=1e-12, rtol=0)
+    model = ManifoldMLP(torus, hidden=16, depth=2, time_dim=8).double()
+    t = torch.rand(6, generator=g, dtype=torch.float64)
+    with mfm.checks(manifold=False):  # unwrapped angles are off the canonical range
+        shifted = model(x + shift, t)
+    torch.testing.assert_close(shifted, model(x, t), atol=1e-10, rtol=0)
+    # continuity across the seam: 0 and 2 pi - 1e-9 are neighbours
+    a = torch.zeros(1, d, dtype=torch.float64)
+    b = torch.full((1, d), 2 * math.pi - 1e-9, dtype=torch.float64)
+    assert float((feats(a) - feats(b)).abs().max()) < 1e-8
+
+
+def test_feature_sizes_and_layout():
+    assert ManifoldFeatures(FlatTorus(3)).out_features == 6
+    assert ManifoldFeatures(Sphere(2)).out_features == 3
+    assert ManifoldFeatures(SO3()).out_features == 9
+    prod = Product(FlatTorus(2), Sphere(2), Euclidean(3))
+    f = ManifoldFeatures(prod)
+    assert f.out_features == 4 + 3 + 3
+    g = torch.Generator().manual_seed(0)
+    x = prod.random(5, generator=g, dtype=torch.float64)
+    ang, sph, euc = prod.split(x)
+    expected = torch.cat([torch.cos(ang), torch.sin(ang), sph, euc], dim=-1)
+    torch.testing.assert_close(f(x), expected)
+
+
+def test_so3_mlp_returns_left_trivialised_angular_velocity():
+    so3 = SO3()
+    torch.manual_seed(0)
+    model = ManifoldMLP(so3, hidden=16, depth=1, time_dim=8).double()
+    x = so3.random_uniform(4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    v = model(x, torch.rand(4, dtype=torch.float64))
+    body = x.mT @ v
+    torch.testing.assert_close(body, -body.mT, atol=1e-12, rtol=0)  # skew: tangent
+    assert model.mlp.out_dim == 3
+
+
+def test_conditions_pass_through_and_gradients_flow():
+    torch.manual_seed(0)
+    model = ManifoldMLP(Sphere(2), hidden=16, depth=2, time_dim=8, num_classes=3)
+    assert model.null_cond == {"y": 3}
+    x = Sphere(2).random_uniform(4, generator=torch.Generator().manual_seed(0))
+    t = torch.rand(4)
+    a = model(x, t, y=torch.tensor([0, 1, 2, 3]))
+    b = model(x, t, y=torch.tensor([1, 1, 2, 3]))
+    assert not torch.allclose(a[0], b[0]) and torch.allclose(a[1:], b[1:])
+    a.square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match=r"shape \(B, 3\)"):
+        ManifoldFeatures(Sphere(2))(torch.zeros(4, 2))
+    with pytest.raises(TypeError, match="manifoldfm manifold"):
+        ManifoldFeatures("sphere")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="out_dim"):
+        ManifoldMLP(Sphere(2), out_dim=4)
+    with pytest.raises(TypeError, match="proju"):
+        TangentProjection(MLPVelocity(3), object())
+    wrong = TangentProjection(MLPVelocity(3, out_dim=2), Sphere(2))
+    with pytest.raises(ValueError, match=r"x's shape \(2, 3\)"):
+        wrong(Sphere(2).random_uniform(2), torch.rand(2))
