@@ -414,6 +414,45 @@ class Manifold(geoopt.Manifold):
         self._require_tangent("v", x, v)
         return self._transp(x, y, v)
 
+    def expmap_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Exponential map and transport of ``v`` along the same geodesic, in one pass.
+
+        Returns ``y = exp_x(u)`` and the parallel transport of ``v`` along the geodesic
+        ``s -> exp_x(s u)``, ``s`` from 0 to 1 (geoopt's ``expmap_transp``). Unlike
+        ``transp(x, expmap(x, u), v)`` it follows the geodesic of ``u`` itself, also when
+        ``|u|_x`` exceeds the injectivity radius, and shares the work of both maps. In
+        particular ``expmap_transp(x, u, u)[1]`` is the velocity ``d/ds exp_x(s u)`` at ``s = 1``.
+
+        Every library manifold has a closed form. The default (for subclasses without one) is
+        ``expmap`` followed by ``transp``: exact while ``|u|_x`` stays below the injectivity
+        radius where ``parallel_transport`` is true, the manifold's vector transport otherwise.
+
+        Args:
+            x: points, shape ``(..., *point_shape)``.
+            u: tangent vectors at ``x`` (the geodesic's initial velocity); leading shapes
+                broadcast.
+            v: tangent vectors at ``x`` to transport.
+
+        Returns:
+            ``(y, v_y)``: the end points and the transported vectors (tangent at ``y``), both
+            of the broadcast shape.
+
+        Example:
+            >>> import math, torch
+            >>> from manifoldfm.manifolds import Sphere
+            >>> s2 = Sphere(2)
+            >>> x = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+            >>> u = torch.tensor([0.0, math.pi / 2, 0.0], dtype=torch.float64)
+            >>> y, vel = s2.expmap_transp(x, u, u)  # quarter great circle: x -> e_1
+            >>> y.round(decimals=6), vel.round(decimals=6)
+            (tensor([0., 1., 0.], dtype=torch.float64), tensor([-1.5708,  0.0000,  0.0000], dtype=torch.float64))
+        """
+        self._validate_same(x=x, u=u, v=v)
+        self._require_point("x", x)
+        self._require_tangent("u", x, u)
+        self._require_tangent("v", x, v)
+        return self._expmap_transp(x, u, v)
+
     def random_uniform(
         self,
         *size: int | Sequence[int],
@@ -517,6 +556,30 @@ class Manifold(geoopt.Manifold):
 
     @abc.abstractmethod
     def _transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor: ...
+
+    def _expmap_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """``(exp_x(u), transport of v along s -> exp_x(s u))``; default: expmap, then transp."""
+        y = self._expmap(x, u)
+        return y, self._transp(x, y, v)
+
+    def _expmap_velocity(self, x: Tensor, u: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        """Point ``exp_x(s u)`` and velocity ``d/ds exp_x(s u)`` of the geodesic at ``s``.
+
+        ``s`` has a leading shape (no point dimensions) that broadcasts against ``x``'s. The
+        velocity is the transport of ``u`` along the geodesic, so manifolds with an exact
+        transport (``parallel_transport`` or their own ``_expmap_transp``) use it; the others
+        differentiate the exponential map with ``torch.func.jvp``.
+        """
+        sb = s.reshape(s.shape + (1,) * len(self.point_shape))
+        exact = type(self)._expmap_transp is not Manifold._expmap_transp
+        if exact or self.parallel_transport:
+            return self._expmap_transp(x, sb * u, u)
+
+        def point(r: Tensor) -> Tensor:
+            return self._expmap(x, r * u)
+
+        out = torch.func.jvp(point, (sb,), (torch.ones_like(sb),))
+        return out[0], out[1]
 
     @abc.abstractmethod
     def _random_uniform(

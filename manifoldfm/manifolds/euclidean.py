@@ -17,8 +17,9 @@ class Euclidean(Manifold):
     """Euclidean space ``R^d`` with the standard inner product.
 
     ``expmap(x, u) = x + u``, ``logmap(x, y) = y - x``, ``dist`` is the Euclidean distance,
-    ``transp`` is the identity (exact parallel transport). There is no cut locus. The volume is
-    infinite, so :meth:`random_uniform` raises; :meth:`random` draws standard normal points.
+    ``transp`` and the transport of ``expmap_transp`` are the identity (exact parallel
+    transport). There is no cut locus. The volume is infinite, so :meth:`random_uniform`
+    raises; :meth:`random` draws standard normal points.
 
     Args:
         d: dimension, or a tuple for a point shape of several dimensions (e.g. ``(3, 4)``;
@@ -77,6 +78,15 @@ class Euclidean(Manifold):
     def _transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         shape = torch.broadcast_shapes(x.shape, y.shape, v.shape)
         return v.expand(shape)
+
+    def _expmap_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        y = x + u
+        return y, v.expand(torch.broadcast_shapes(y.shape, v.shape))
+
+    def _expmap_velocity(self, x: Tensor, u: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        sb = s.reshape(s.shape + (1,) * len(self.point_shape))
+        y = torch.addcmul(x, sb, u)
+        return y, u.expand(y.shape)
 
     def _random_uniform(
         self,

@@ -182,6 +182,16 @@ class Product(Manifold):
     def _transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         return self._map("_transp", x, y, v)
 
+    def _expmap_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        xs, us, vs = self._split(x), self._split(u), self._split(v)
+        out = [m._expmap_transp(a, b, c) for m, a, b, c in zip(self._ms, xs, us, vs)]
+        return self._join([o[0] for o in out]), self._join([o[1] for o in out])
+
+    def _expmap_velocity(self, x: Tensor, u: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        xs, us = self._split(x), self._split(u)
+        out = [m._expmap_velocity(a, b, s) for m, a, b in zip(self._ms, xs, us)]
+        return self._join([o[0] for o in out]), self._join([o[1] for o in out])
+
     def _random_uniform(
         self,
         size: tuple[int, ...],

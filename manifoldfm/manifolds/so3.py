@@ -197,7 +197,9 @@ class SO3(Manifold):
       (equal to ``x^T y``, but formed from the difference so small angles keep their relative
       precision in float32), via roma's quaternion and ``atan2``.
     * ``transp`` is the exact parallel transport of the bi-invariant metric along the
-      minimising geodesic: ``x hat(b) -> y hat(exp(-hat(w)/2) b)`` with ``w = vee(x^T log_x y)``.
+      minimising geodesic: ``x hat(b) -> y hat(exp(-hat(w)/2) b)`` with ``w = vee(x^T log_x y)``;
+      ``expmap_transp(x, u, v)`` uses ``w = vee(x^T u)`` (no log map), so the geodesic's own
+      velocity is ``y hat(w)``.
     * ``projx`` is the nearest rotation in Frobenius norm (``roma.special_procrustes``).
     * ``random_uniform``: Haar measure, from uniform unit quaternions (``roma.random_unitquat``).
     * ``injectivity_radius = pi``.
@@ -278,6 +280,19 @@ class SO3(Manifold):
         b = vee(x.mT @ v)
         b_new = (_rodrigues(-0.5 * w) @ b[..., None])[..., 0]
         return y @ hat(b_new)
+
+    def _expmap_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        # Body-frame coordinates obey b' = -w x b / 2 along s -> x exp(s hat(w)).
+        w, b = vee(x.mT @ u), vee(x.mT @ v)
+        y = x @ _rodrigues(w)
+        b_new = (_rodrigues(-0.5 * w) @ b[..., None])[..., 0]
+        return y, y @ hat(b_new)
+
+    def _expmap_velocity(self, x: Tensor, u: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        # The geodesic's own body-frame velocity w is constant: d/ds x exp(s hat(w)) = y hat(w).
+        w = vee(x.mT @ u)
+        y = x @ _rodrigues(s[..., None] * w)
+        return y, y @ hat(w)
 
     def _random_uniform(
         self,

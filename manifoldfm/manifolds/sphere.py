@@ -24,7 +24,9 @@ class Sphere(Manifold):
       component of ``y`` orthogonal to ``x``, computed from the difference ``y - x`` so that
       small angles keep full relative precision in float32 (no clamped ``acos``).
     * ``logmap(x, y) = dist(x, y) y_perp / |y_perp|``.
-    * ``transp`` is the exact parallel transport along the minimising great circle.
+    * ``transp`` is the exact parallel transport along the minimising great circle;
+      ``expmap_transp(x, u, v)`` transports along the great circle of ``u`` itself, by the same
+      formula with ``log_x y`` replaced by ``u`` (no log map).
     * ``projx(x) = x / |x|``; the zero vector, which has no nearest point, maps to ``e_0``.
     * ``random_uniform`` normalises standard Gaussian vectors (uniform w.r.t. the area).
     * ``volume = 2 pi^{(d+1)/2} / Gamma((d+1)/2)`` (``4 pi`` for ``S^2``);
@@ -135,6 +137,24 @@ class Sphere(Manifold):
         w, _ = self._log_and_angle(x, y)
         t2 = self._dot(w, w)
         return v - self._dot(w, v) * (versine_sq(t2) * w + sinc_sq(t2) * x)
+
+    def _expmap_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        # The transport formula of _transp with w = u: no logmap needed.
+        t2 = self._dot(u, u)
+        sc = sinc_sq(t2)
+        y = cos_sq(t2) * x + sc * u
+        vt = v - self._dot(u, v) * (versine_sq(t2) * u + sc * x)
+        return y / norm(y, keepdim=True), vt
+
+    def _expmap_velocity(self, x: Tensor, u: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        # exp_x(s u) = cos(s n) x + sin(s n)/n u, n = |u|; d/ds = cos(s n) u - n sin(s n) x.
+        sb = s[..., None]
+        n2 = self._dot(u, u)
+        t2 = sb * sb * n2
+        c, sc = cos_sq(t2), sinc_sq(t2)
+        y = c * x + (sc * sb) * u
+        vel = c * u - (sb * n2 * sc) * x
+        return y / norm(y, keepdim=True), vel
 
     def _random_uniform(
         self,

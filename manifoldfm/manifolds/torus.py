@@ -47,8 +47,8 @@ class FlatTorus(Manifold):
     r"""The flat torus ``T^d = R^d / (2 pi Z)^d``: ``d`` angles, each in ``[0, 2 pi)``.
 
     The metric is the Euclidean one of ``R^d`` (the product of ``d`` unit circles). Tangent
-    vectors are arbitrary vectors of ``R^d`` (``proju`` and ``transp`` are identities; the
-    transport is the exact parallel transport of a flat space).
+    vectors are arbitrary vectors of ``R^d`` (``proju``, ``transp`` and the transport of
+    ``expmap_transp`` are identities: the exact parallel transport of a flat space).
 
     * ``projx`` and ``expmap`` wrap to ``[0, 2 pi)``: ``expmap(x, u) = wrap(x + u)``.
     * ``logmap(x, y)`` wraps each difference ``y - x`` to ``[-pi, pi)``; ``dist`` is its norm.
@@ -113,6 +113,14 @@ class FlatTorus(Manifold):
 
     def _transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         return v.expand(torch.broadcast_shapes(x.shape, y.shape, v.shape))
+
+    def _expmap_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        y = wrap_angle(x + u)
+        return y, v.expand(torch.broadcast_shapes(y.shape, v.shape))
+
+    def _expmap_velocity(self, x: Tensor, u: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        y = wrap_angle(torch.addcmul(x, s[..., None], u))
+        return y, u.expand(y.shape)
 
     def _random_uniform(
         self,
