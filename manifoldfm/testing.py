@@ -7,6 +7,7 @@ into pytest directly. They are the same checks the library runs over its built-i
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -83,15 +84,31 @@ def check_path(
     x0: Tensor,
     x1: Tensor,
     *,
+    manifold: Any = None,
     exact_endpoints: bool = True,
+    t: Tensor | None = None,
     atol: float | None = None,
 ) -> None:
     """Check a deterministic path's contract on given endpoints.
 
     * ``sample`` returns a :class:`~manifoldfm.PathSample` whose tensors keep the input's shape,
       dtype and device;
-    * with ``exact_endpoints``: ``x_0 = x0`` and ``x_1 = x1``;
-    * ``ut`` is the time derivative of ``xt`` (forward-mode ``torch.func.jvp``) at interior times.
+    * with ``exact_endpoints``: ``x_0 = x0`` and ``x_1 = x1``, compared by ``manifold.dist``
+      when a manifold is given (so angles that wrap on a torus count as equal), entrywise
+      otherwise;
+    * with a manifold: ``xt`` lies on it and ``ut`` is tangent at ``xt`` (geoopt's
+      ``check_point_on_manifold`` / ``check_vector_on_tangent``, where the manifold has them);
+    * ``ut`` is the time derivative of ``xt``: forward-mode ``torch.func.jvp`` of
+      ``t -> xt`` in the ambient coordinates, at interior times.
+
+    The derivative is taken in ambient coordinates on every manifold. On embedded manifolds
+    (spheres, SO(3)) ``t -> xt`` is a smooth ambient curve whose derivative is the tangent
+    velocity itself. On a torus ``xt`` jumps where an angle wraps into ``[0, 2 pi)``, but the
+    wrap is a piecewise translation whose autograd derivative is 1 everywhere (``floor``,
+    ``remainder`` have derivative 0), so the jvp is the derivative of the unwrapped angle,
+    which is what ``ut`` must be. (Differentiating ``logmap(xt(t_ref), xt(t))`` instead would
+    also remove the wrap, but it trusts the manifold's ``logmap`` to be differentiable at its
+    base point, which the clamped ``acos`` of some implementations is not.)
 
     Only for paths that draw no noise (``AffinePath``, geodesic paths); bridges are checked
     statistically in the library's own tests.
@@ -100,7 +117,11 @@ def check_path(
         path: the path to check.
         x0: source points ``(B, *shape)``.
         x1: data points ``(B, *shape)``.
+        manifold: the manifold the path lives on (a library manifold or one with geoopt's
+            ``dist``); ``None`` for Euclidean paths.
         exact_endpoints: whether the path must hit ``x0`` at ``t = 0`` and ``x1`` at ``t = 1``.
+        t: interior times ``(B,)`` to check at; defaults to ``B`` evenly spaced times in
+            ``[0.1, 0.9]`` (away from the schedules' singular times).
         atol: tolerance; defaults to 1e-8 (float64) or 1e-4 (float32).
 
     Raises:
@@ -108,15 +129,20 @@ def check_path(
 
     Example:
         >>> import torch
-        >>> from manifoldfm import AffinePath, Cosine
+        >>> from manifoldfm import AffinePath, Cosine, FlatTorus
+        >>> from manifoldfm.paths import GeodesicPath
         >>> from manifoldfm.testing import check_path
         >>> g = torch.Generator().manual_seed(0)
         >>> x0 = torch.randn(4, 3, generator=g, dtype=torch.float64)
         >>> check_path(AffinePath(Cosine()), x0, torch.randn(4, 3, generator=g, dtype=torch.float64))
+        >>> torus = FlatTorus(2)
+        >>> a, b = torus.random(4, generator=g, dtype=torch.float64), torus.random(4, generator=g, dtype=torch.float64)
+        >>> check_path(GeodesicPath(torus, Cosine()), a, b, manifold=torus)
     """
     tol = atol if atol is not None else (1e-8 if x0.dtype == torch.float64 else 1e-4)
     b = x0.shape[0]
-    t = torch.linspace(0.1, 0.9, b, dtype=x0.dtype, device=x0.device)
+    if t is None:
+        t = torch.linspace(0.1, 0.9, b, dtype=x0.dtype, device=x0.device)
     s = path.sample(x0, x1, t)
     if not isinstance(s, PathSample):
         raise AssertionError(f"sample returned {type(s).__name__}, not PathSample")
@@ -128,8 +154,25 @@ def check_path(
                 f"x0 has {tuple(x0.shape)}/{x0.dtype}/{x0.device}"
             )
     if exact_endpoints:
-        _close(path.sample(x0, x1, 0.0).xt, x0, "xt at t = 0 vs x0", tol, 0)
-        _close(path.sample(x0, x1, 1.0).xt, x1, "xt at t = 1 vs x1", tol, 0)
+        at0, at1 = path.sample(x0, x1, 0.0).xt, path.sample(x0, x1, 1.0).xt
+        if manifold is None:
+            _close(at0, x0, "xt at t = 0 vs x0", tol, 0)
+            _close(at1, x1, "xt at t = 1 vs x1", tol, 0)
+        else:
+            for what, a, ref in (("xt at t = 0 vs x0", at0, x0), ("xt at t = 1 vs x1", at1, x1)):
+                d = manifold.dist(a, ref)
+                _close(d, torch.zeros_like(d), f"{what} (manifold distance)", tol, 0)
+    if manifold is not None:
+        on = getattr(manifold, "check_point_on_manifold", None)
+        if callable(on):
+            ok, reason = on(s.xt, explain=True, atol=tol, rtol=0.0)
+            if not ok:
+                raise AssertionError(f"xt not on the manifold: {reason}")
+        tan = getattr(manifold, "check_vector_on_tangent", None)
+        if callable(tan):
+            ok, reason = tan(s.xt, s.ut, explain=True, atol=tol, rtol=0.0)
+            if not ok:
+                raise AssertionError(f"ut not tangent at xt: {reason}")
 
     def xt_of(tt: Tensor) -> Tensor:
         return path.sample(x0, x1, tt).xt

@@ -3,7 +3,9 @@
 from .affine import AffinePath
 from .base import PathSample, ProbPath
 from .bridge import LinearGaussianPath, SchrodingerBridgePath
+from .geodesic import GeodesicPath
 from .marginal import EmpiricalMarginalVelocity
+from .product import ProductPath
 from .schedulers import VE, VP, CondOT, Cosine, Polynomial, ScheduleOutput, Scheduler
 
 __all__ = [
@@ -13,10 +15,12 @@ __all__ = [
     "CondOT",
     "Cosine",
     "EmpiricalMarginalVelocity",
+    "GeodesicPath",
     "LinearGaussianPath",
     "PathSample",
     "Polynomial",
     "ProbPath",
+    "ProductPath",
     "ScheduleOutput",
     "Scheduler",
     "SchrodingerBridgePath",
