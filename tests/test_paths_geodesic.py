@@ -178,6 +178,21 @@ def test_closed_form_route_one_log_no_jvp(m, monkeypatch):
     assert calls == {"log": expected_logs, "exp": 0}
 
 
+@pytest.mark.parametrize("angle", [1e-3, 1e-5, 1e-7])
+def test_sphere_small_distances_float32_speed_is_exact(angle):
+    """|ut| = dist(x0, x1) for CondOT, relative to the exact angle of the stored float32 rays."""
+    s2 = Sphere(2)
+    g = torch.Generator().manual_seed(0)
+    x = s2.random(64, generator=g, dtype=F64)
+    u = s2.proju(x, torch.randn(x.shape, generator=g, dtype=F64))
+    x1 = s2.expmap(x, u / s2.norm(x, u, keepdim=True) * angle)
+    a, b = x.float(), x1.float()
+    s = GeodesicPath(s2).sample(a, b, torch.rand(64, generator=g))
+    ra, rb = (v.double() / v.double().norm(dim=-1, keepdim=True) for v in (a, b))
+    ref = 2 * torch.asin((ra - rb).norm(dim=-1) / 2)
+    assert ((s.ut.double().norm(dim=-1) - ref) / ref).abs().max() < 1e-5
+
+
 # --------------------------------------------------------------------------- cut locus
 
 
