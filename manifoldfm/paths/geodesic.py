@@ -172,6 +172,8 @@ class GeodesicPath:
         )
         self._native = isinstance(manifold, Manifold)
         self._euclidean = isinstance(manifold, Euclidean)
+        # CondOT: kappa_t = t, kappa'_t = 1 whatever sigma_min (the geodesic ignores sigma).
+        self._unit_speed = isinstance(self.scheduler, CondOT)
 
     def __repr__(self) -> str:
         return f"GeodesicPath({self.manifold!r}, {self.scheduler!r})"
@@ -217,13 +219,14 @@ class GeodesicPath:
         if self._euclidean:
             # Straight line: exact at both endpoints, the same kernels as AffinePath.
             xt = torch.lerp(x0, x1, broadcast_time(kappa, x0))
-            return xt, broadcast_time(d_kappa, x0) * (x1 - x0)
+            diff = x1 - x0
+            return xt, diff if self._unit_speed else broadcast_time(d_kappa, x0) * diff
         if self._native:
             u = m._logmap(x0, x1)
             lead = x0.ndim - len(m.point_shape)
             s = kappa.reshape(kappa.shape + (1,) * (lead - 1))
             xt, vel = m._expmap_velocity(x0, u, s)
-            return xt, broadcast_time(d_kappa, vel) * vel
+            return xt, vel if self._unit_speed else broadcast_time(d_kappa, vel) * vel
         u = m.logmap(x0, x1)
 
         def point(k: Tensor) -> Tensor:
