@@ -132,7 +132,9 @@ class GeodesicPath:
     Attributes:
         manifold: the manifold.
         scheduler: the schedule.
-        singular_times: the scheduler's (times where ``kappa'_t`` is infinite).
+        singular_times: the scheduler's: times where ``kappa'_t`` is infinite (``t = 0``
+            for ``Polynomial(n < 1)``), so that ``ut`` is not finite there; draw training
+            times away from them.
 
     Raises:
         ValueError: if the schedule's ``alpha`` does not run from 0 to 1.
