@@ -1,20 +1,40 @@
 """Source distributions: where the flow starts (t = 0).
 
-Every source offers ``sample(n, *, generator=None, dtype=None, device=None) -> (n, *shape)`` and
-``log_prob(x) -> (B,)``.
+Every source offers ``sample(n, *, generator=None, dtype=None, device=None) -> (n, *shape)``,
+``log_prob(x) -> (B,)``, a ``shape`` (the shape of one point) and a ``manifold`` (``None`` for
+the Euclidean :class:`Gaussian`). Densities on a manifold are taken with respect to its
+Riemannian volume (the area on ``S^2``, Lebesgue measure on ``[0, 2 pi)^d`` for the flat torus,
+the bi-invariant measure of total mass ``8 pi^2`` on ``SO(3)``), the convention of
+:func:`manifoldfm.solvers.log_likelihood`.
+
+**Generator and device rule** (the sources on manifolds and :class:`Mixture`): random numbers are
+drawn on the generator's device (on ``device`` when no generator is given) and the result is
+then moved to ``device``, so a seeded CPU generator gives the same points on every device.
+``dtype`` defaults to ``torch.get_default_dtype()``. Parameters given as tensors (``loc``) are
+kept as tensors on the device they came on and moved to the requested or input dtype/device
+at each call; the objects hold no device of their own.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
+from scipy import special
 from torch import Tensor
 
-from ._utils import check_positive
+from ._utils import check_positive, eps_for
+from .manifolds import Euclidean, FlatTorus, Manifold, Sphere
+from .manifolds.base import atan_ratio, check_tol, norm
+from .manifolds.torus import wrap_angle, wrap_difference
 
-__all__ = ["Gaussian"]
+__all__ = ["Gaussian", "Mixture", "Uniform", "VonMisesFisher", "WrappedNormal"]
+
+_TWO_PI = 2.0 * math.pi
+_LOG_TWO_PI = math.log(_TWO_PI)
 
 
 class Gaussian:
@@ -34,7 +54,13 @@ class Gaussian:
         (torch.Size([5, 3, 2]), torch.Size([5]))
         >>> round(float(Gaussian(1).log_prob(torch.zeros(1, 1))), 4)  # -log(2 pi) / 2
         -0.9189
+
+    Attributes:
+        manifold: ``None``: the Gaussian lives on the Euclidean space of its ``shape`` (whatever
+            the shape, so no manifold object is attached).
     """
+
+    manifold: None = None
 
     def __init__(self, shape: int | Sequence[int], mean: float = 0.0, std: float = 1.0) -> None:
         self._shape = _check_shape(shape)
@@ -136,3 +162,848 @@ def _check_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
             raise ValueError(f"shape entries must be >= 1, got {tuple(shape)}")
         out.append(int(s))
     return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers of the sources on manifolds
+# ---------------------------------------------------------------------------------------------
+
+
+class _SourceLike(Protocol):
+    """What :class:`Mixture` needs of a component."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor: ...
+
+    def log_prob(self, x: Tensor) -> Tensor: ...
+
+
+def _sample_setup(
+    n: int,
+    generator: torch.Generator | None,
+    dtype: torch.dtype | None,
+    device: torch.device | str | None,
+) -> tuple[torch.dtype, torch.device, torch.device]:
+    """Validate ``sample``'s arguments; return the dtype, the drawing and the output devices."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    out = torch.device("cpu") if device is None else torch.device(device)
+    if generator is not None:
+        draw = generator.device
+        if device is None:
+            out = draw
+    else:
+        draw = out
+    return dtype, draw, out
+
+
+def _check_points(x: object, shape: tuple[int, ...], manifold: Manifold | None) -> Tensor:
+    """Check that ``x`` is a floating ``(B, *shape)`` tensor (on the manifold when checks are on)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must have a floating dtype, got {x.dtype}")
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        raise ValueError(
+            f"x must have shape (B, {', '.join(map(str, shape))}) for this source, "
+            f"got {tuple(x.shape)}"
+        )
+    if manifold is not None:
+        manifold._require_point("x", x)
+    return x
+
+
+def _as_loc(loc: object, shape: tuple[int, ...], where: str) -> Tensor:
+    """Validate a user's location tensor (finite, of ``shape``); return it detached in float64."""
+    if isinstance(loc, Tensor):
+        if not loc.is_floating_point():
+            raise TypeError(f"loc must have a floating dtype, got {loc.dtype}")
+        t = loc.detach()
+    elif isinstance(loc, Sequence) and not isinstance(loc, str):
+        try:
+            t = torch.tensor(loc, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"loc must be a tensor or a sequence of numbers, got {loc!r}") from None
+    else:
+        raise TypeError(f"loc must be a torch.Tensor, got {type(loc).__name__}")
+    if tuple(t.shape) != shape:
+        raise ValueError(
+            f"loc must have shape ({', '.join(map(str, shape))}) {where}, got {tuple(t.shape)}"
+        )
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"loc must be finite, got {t.tolist()}")
+    return t
+
+
+def _unit_loc(t: Tensor, where: str) -> Tensor:
+    """Check that ``t`` has unit norm (to its dtype's tolerance); return it normalised in float64."""
+    r = float(torch.linalg.vector_norm(t.to(torch.float64)))
+    tol = check_tol(t.dtype)
+    if not abs(r - 1.0) <= tol:
+        raise ValueError(
+            f"loc must be a unit vector {where}: |loc| = {r:.6g} differs from 1 by more than {tol:g}"
+        )
+    t64 = t.to(torch.float64)
+    return t64 / torch.linalg.vector_norm(t64)
+
+
+def _fmt(t: Tensor) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in t.tolist()) + "]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Uniform
+# ---------------------------------------------------------------------------------------------
+
+
+class Uniform:
+    """The uniform distribution on a compact manifold (w.r.t. its Riemannian volume).
+
+    Samples come from ``manifold.random_uniform``; the log-density is the constant
+    ``-log(manifold.volume)``: ``-log(4 pi)`` on ``S^2``, ``-d log(2 pi)`` on ``FlatTorus(d)``,
+    ``-log(8 pi^2)`` on ``SO3()``, and the sum of the factors' values on a ``Product``.
+
+    Args:
+        manifold: a library :class:`~manifoldfm.manifolds.Manifold` of finite volume.
+
+    Raises:
+        TypeError: ``manifold`` is not a library manifold.
+        ValueError: the manifold has infinite volume (``Euclidean``, products with a Euclidean
+            factor): there is no uniform probability distribution on it.
+
+    Example:
+        >>> import math, torch
+        >>> from manifoldfm.manifolds import SO3, Sphere
+        >>> from manifoldfm.sources import Uniform
+        >>> src = Uniform(Sphere(2))
+        >>> x = src.sample(3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> x.shape, src.log_prob(x)  # -log(4 pi)
+        (torch.Size([3, 3]), tensor([-2.5310, -2.5310, -2.5310], dtype=torch.float64))
+        >>> round(Uniform(SO3()).log_density, 4) == round(-math.log(8 * math.pi**2), 4)
+        True
+    """
+
+    def __init__(self, manifold: Manifold) -> None:
+        if not isinstance(manifold, Manifold):
+            raise TypeError(
+                f"manifold must be a manifoldfm Manifold, got {type(manifold).__name__}"
+            )
+        vol = float(manifold.volume)
+        if not (math.isfinite(vol) and vol > 0):
+            raise ValueError(
+                f"Uniform needs a manifold of finite volume; {manifold!r} has volume {vol}"
+            )
+        self.manifold = manifold
+        self._log_density = -math.log(vol)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one point (the manifold's ``point_shape``)."""
+        return tuple(self.manifold.point_shape)
+
+    @property
+    def log_density(self) -> float:
+        """The constant log-density ``-log(volume)``."""
+        return self._log_density
+
+    def __repr__(self) -> str:
+        return f"Uniform({self.manifold!r})"
+
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Draw ``n`` uniform points, shape ``(n, *shape)``.
+
+        Args:
+            n: the number of samples (``>= 0``).
+            generator: random generator (points are drawn on its device, then moved).
+            dtype: a floating dtype (default: ``torch.get_default_dtype()``).
+            device: the output device (default: the generator's, else the CPU).
+
+        Example:
+            >>> import torch
+            >>> from manifoldfm.manifolds import FlatTorus
+            >>> from manifoldfm.sources import Uniform
+            >>> Uniform(FlatTorus(2)).sample(4, dtype=torch.float64).shape
+            torch.Size([4, 2])
+        """
+        dtype, draw, out = _sample_setup(n, generator, dtype, device)
+        x = self.manifold.random_uniform(n, generator=generator, dtype=dtype, device=draw)
+        return x.to(out)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """The constant ``-log(volume)`` for each point, shape ``(B,)``, for ``x`` ``(B, *shape)``.
+
+        Example:
+            >>> import torch
+            >>> from manifoldfm.manifolds import FlatTorus
+            >>> from manifoldfm.sources import Uniform
+            >>> Uniform(FlatTorus(1)).log_prob(torch.zeros(2, 1))  # -log(2 pi)
+            tensor([-1.8379, -1.8379])
+        """
+        x = _check_points(x, self.shape, self.manifold)
+        return x.new_full((x.shape[0],), self._log_density)
+
+
+# ---------------------------------------------------------------------------------------------
+# WrappedNormal
+# ---------------------------------------------------------------------------------------------
+
+#: Per-dimension scales up to this use the sum over wraps on the torus; larger ones the
+#: (Poisson-summation) Fourier series, which needs fewer terms there.
+_WRAP_MAX_SCALE = 2.0
+
+
+@functools.lru_cache(maxsize=512)
+def _torus_wraps(scale: float, eps: float) -> int:
+    """Wraps ``K`` (terms ``k = -K..K``) with relative truncation error below ``eps``.
+
+    For ``|delta| <= pi`` the omitted terms ``|k| > K`` are at most
+    ``4 exp(-2 pi^2 K (K + 1) / scale^2)`` times the ``k = 0`` term (``scale <= 2``), so
+    ``K (K + 1) >= scale^2 log(4 / eps) / (2 pi^2)`` suffices; ``K >= 1`` always, since the
+    ``k = +-1`` terms equal the ``k = 0`` term at ``delta = +-pi``.
+    """
+    need = scale * scale * math.log(4.0 / eps) / (2.0 * math.pi**2)
+    k = max(1, math.ceil((math.sqrt(1.0 + 4.0 * need) - 1.0) / 2.0))
+    while k * (k + 1) < need:  # guard against rounding of the square root
+        k += 1
+    return k
+
+
+@functools.lru_cache(maxsize=512)
+def _torus_fourier_terms(scale: float, eps: float) -> int:
+    """Harmonics ``N`` of the Fourier series with relative truncation error below ``eps``.
+
+    With ``q = exp(-scale^2 / 2) <= e^-2`` the series ``1 + 2 sum q^{n^2} cos(n delta)`` stays
+    above ``0.72`` and its tail after ``N`` terms below ``3.2 q^{(N+1)^2}``.
+    """
+    return max(1, math.ceil(math.sqrt(2.0 * math.log(4.0 / eps)) / scale) - 1)
+
+
+@functools.lru_cache(maxsize=512)
+def _sphere_wraps(d: int, scale: float, eps: float) -> tuple[int, int]:
+    """Range ``(k_min, k_max)`` of preimage terms ``|u| = |r + 2 pi k|`` of the sphere's density.
+
+    The preimages of one point under ``exp`` lie on the shells ``pi m <= |u| < pi (m + 1)``,
+    one per shell; keeping the shells below ``R = scale sqrt(chi2_d.isf(eps))`` drops a
+    Gaussian mass below ``eps`` (the L1 error of the truncated density).
+    """
+    radius = scale * math.sqrt(float(special.chdtri(d, eps)))
+    shells = max(1, math.ceil(radius / math.pi))
+    return -(shells // 2), (shells - 1) // 2
+
+
+class WrappedNormal:
+    r"""Wrapped normal distribution on a flat torus or a sphere.
+
+    A Gaussian ``N(0, scale^2 I)`` in the tangent space at ``loc`` pushed forward by the
+    exponential map: ``x = exp_loc(u)``. ``log_prob`` is exact (w.r.t. the Riemannian volume),
+    summing over every preimage of ``x``; series are truncated once the dropped terms fall
+    below the dtype's machine epsilon.
+
+    * **FlatTorus(d)**: ``loc`` holds ``d`` angles and ``scale`` is a float or one float per
+      angle. The density factorises over angles; with ``delta = wrap(x - loc)`` in
+      ``[-pi, pi)`` each factor is the sum over wraps
+      ``sum_k N(delta + 2 pi k; 0, scale^2)``, ``|k| <= K`` with ``K`` chosen from ``scale``
+      (``K = 2`` at ``scale = 1`` in float64). For ``scale > 2`` the same function is evaluated
+      by its Fourier series ``(1 + 2 sum_n exp(-n^2 scale^2 / 2) cos(n delta)) / (2 pi)`` (the
+      Poisson summation of the wraps), which needs fewer terms there.
+    * **Sphere(d)**: ``loc`` is a unit vector of length ``d + 1`` and ``scale`` a float (the
+      tangent Gaussian is isotropic). With ``r = dist(loc, x)`` the preimages are
+      ``|u| = |r + 2 pi k|``, ``k`` in ``Z`` (``u`` along ``log_loc(x)`` for ``k >= 0``, opposite
+      for ``k < 0``), and the Jacobian of ``exp`` is ``(sin|u| / |u|)^(d - 1)``:
+      ``p(x) = (2 pi scale^2)^(-d/2) sum_k |r + 2 pi k|^(d-1) / sin(r)^(d-1)
+      exp(-(r + 2 pi k)^2 / (2 scale^2))``. The terms kept cover the tangent Gaussian up to a
+      mass of ``eps``. For ``d >= 2`` the density is infinite at ``-loc`` and (through the
+      terms ``k != 0``) at ``loc``; there ``sin r`` is floored at ``eps_for(dtype)``, so the
+      value is large but finite, with finite gradients.
+
+    Args:
+        manifold: a :class:`~manifoldfm.manifolds.FlatTorus` or a
+            :class:`~manifoldfm.manifolds.Sphere`.
+        loc: the location, a tensor of shape ``manifold.point_shape`` (any real angles on the
+            torus, wrapped to ``[0, 2 pi)``; a unit vector on the sphere, to the tolerance of
+            its dtype, then renormalised). Stored detached in float64 on its device.
+        scale: the standard deviation of the tangent Gaussian, ``> 0``: a float, or on the
+            torus a sequence (or 1-D tensor) of one float per angle.
+
+    Raises:
+        TypeError: an unsupported manifold, or a per-angle scale on a sphere.
+        ValueError: ``loc`` of the wrong shape, not finite or off the sphere; a scale that is
+            not positive and finite, or of the wrong length.
+
+    References:
+        K. V. Mardia, P. E. Jupp, *Directional Statistics*, Wiley, 2000 (wrapped normal,
+        Sec. 3.5.7). E. Mathieu, M. Nickel, Riemannian Continuous Normalizing Flows, NeurIPS
+        2020 (wrapped normal on manifolds).
+
+    Example:
+        >>> import math, torch
+        >>> from manifoldfm.manifolds import FlatTorus, Sphere
+        >>> from manifoldfm.sources import WrappedNormal
+        >>> src = WrappedNormal(FlatTorus(2), torch.tensor([0.0, math.pi]), scale=[0.3, 1.0])
+        >>> x = src.sample(5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> x.shape, src.log_prob(x).shape
+        (torch.Size([5, 2]), torch.Size([5]))
+        >>> s2 = WrappedNormal(Sphere(2), torch.tensor([0.0, 0.0, 1.0]), scale=0.5)
+        >>> y = s2.sample(3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        >>> bool(torch.allclose(y.norm(dim=-1), torch.ones(3, dtype=torch.float64)))
+        True
+    """
+
+    def __init__(
+        self, manifold: Manifold, loc: Tensor, scale: float | Sequence[float] | Tensor
+    ) -> None:
+        if isinstance(manifold, FlatTorus):
+            self._kind = "torus"
+        elif isinstance(manifold, Sphere):
+            self._kind = "sphere"
+        else:
+            raise TypeError(
+                "WrappedNormal supports FlatTorus and Sphere manifolds, "
+                f"got {type(manifold).__name__}"
+            )
+        self.manifold: Manifold = manifold
+        shape = tuple(manifold.point_shape)
+        where = f"on {manifold!r}"
+        loc_t = _as_loc(loc, shape, where)
+        d = manifold.dim
+        if self._kind == "sphere":
+            self.loc = _unit_loc(loc_t, where)
+        else:
+            self.loc = wrap_angle(loc_t.to(torch.float64))
+        if isinstance(scale, Tensor):
+            if scale.ndim > 1:
+                raise ValueError(f"scale must be a float or 1-D, got shape {tuple(scale.shape)}")
+            scale = scale.item() if scale.ndim == 0 else [float(v) for v in scale.tolist()]
+        if isinstance(scale, Sequence) and not isinstance(scale, str):
+            if self._kind == "sphere":
+                raise TypeError(
+                    "scale on a Sphere must be a float (the tangent Gaussian is isotropic), "
+                    f"got {scale!r}"
+                )
+            if len(scale) != d:
+                raise ValueError(f"scale must hold {d} values {where}, got {len(scale)}")
+            scales = tuple(check_positive(v, "scale") for v in scale)
+            self.scale: float | tuple[float, ...] = scales
+        else:
+            s = check_positive(scale, "scale")  # type: ignore[arg-type]
+            scales = (s,) * d
+            self.scale = s
+        self._scales = scales
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one point (the manifold's ``point_shape``)."""
+        return tuple(self.manifold.point_shape)
+
+    def __repr__(self) -> str:
+        scale = self.scale if isinstance(self.scale, float) else list(self.scale)
+        return f"WrappedNormal({self.manifold!r}, loc={_fmt(self.loc)}, scale={scale})"
+
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Draw ``n`` points, shape ``(n, *shape)``: ``exp_loc(u)`` with ``u`` tangent Gaussian.
+
+        Args:
+            n: the number of samples (``>= 0``).
+            generator: random generator (points are drawn on its device, then moved).
+            dtype: a floating dtype (default: ``torch.get_default_dtype()``).
+            device: the output device (default: the generator's, else the CPU).
+
+        Example:
+            >>> import torch
+            >>> from manifoldfm.manifolds import FlatTorus
+            >>> from manifoldfm.sources import WrappedNormal
+            >>> src = WrappedNormal(FlatTorus(1), torch.tensor([6.0]), scale=0.1)
+            >>> x = src.sample(1000, generator=torch.Generator().manual_seed(0))
+            >>> bool(((x >= 0) & (x < 6.2832)).all())
+            True
+        """
+        dtype, draw, out = _sample_setup(n, generator, dtype, device)
+        mu = self.loc.to(dtype=dtype, device=draw)
+        d = self.manifold.dim
+        if self._kind == "torus":
+            eps = torch.randn((n, d), generator=generator, dtype=dtype, device=draw)
+            sig = torch.tensor(self._scales, dtype=dtype, device=draw)
+            x = wrap_angle(torch.addcmul(mu, eps, sig))
+        else:
+            g = torch.randn((n, d + 1), generator=generator, dtype=dtype, device=draw)
+            u = self._scales[0] * (g - (g @ mu)[:, None] * mu)
+            x = self.manifold.expmap(mu, u)
+        return x.to(out)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact log-density of each point, shape ``(B,)``, for ``x`` of shape ``(B, *shape)``.
+
+        Example:
+            >>> import math, torch
+            >>> from manifoldfm.manifolds import FlatTorus
+            >>> from manifoldfm.sources import WrappedNormal
+            >>> src = WrappedNormal(FlatTorus(1), torch.tensor([0.0]), scale=100.0)
+            >>> src.log_prob(torch.tensor([[0.0], [3.0]], dtype=torch.float64))  # ~ -log(2 pi)
+            tensor([-1.8379, -1.8379], dtype=torch.float64)
+        """
+        x = _check_points(x, self.shape, self.manifold)
+        mu = self.loc.to(dtype=x.dtype, device=x.device)
+        eps = torch.finfo(x.dtype).eps
+        if self._kind == "torus":
+            return self._torus_log_prob(wrap_difference(x - mu), eps)
+        return self._sphere_log_prob(x, mu, eps)
+
+    def _torus_log_prob(self, delta: Tensor, eps: float) -> Tensor:
+        scales = self._scales
+        d = len(scales)
+        wrap_dims = [i for i in range(d) if scales[i] <= _WRAP_MAX_SCALE]
+        four_dims = [i for i in range(d) if scales[i] > _WRAP_MAX_SCALE]
+        dt, dev = delta.dtype, delta.device
+        out = delta.new_zeros(delta.shape[0])
+        if wrap_dims:
+            sig_w = [scales[i] for i in wrap_dims]
+            k = _torus_wraps(max(sig_w), eps)
+            shifts = torch.arange(-k, k + 1, dtype=dt, device=dev) * _TWO_PI
+            dl = delta if len(wrap_dims) == d else delta[:, wrap_dims]
+            inv = torch.tensor([1.0 / s for s in sig_w], dtype=dt, device=dev)
+            z = (dl[..., None] + shifts) * inv[:, None]
+            const = sum(math.log(s) for s in sig_w) + 0.5 * len(sig_w) * _LOG_TWO_PI
+            out = out + torch.logsumexp(-0.5 * z * z, dim=-1).sum(dim=-1) - const
+        if four_dims:
+            sig_f = [scales[i] for i in four_dims]
+            m = _torus_fourier_terms(min(sig_f), eps)
+            harm = torch.arange(1, m + 1, dtype=dt, device=dev)
+            coef = torch.tensor(
+                [[2.0 * math.exp(-0.5 * (j * s) ** 2) for j in range(1, m + 1)] for s in sig_f],
+                dtype=dt,
+                device=dev,
+            )
+            dl = delta if len(four_dims) == d else delta[:, four_dims]
+            series = (coef * torch.cos(dl[..., None] * harm)).sum(dim=-1)
+            out = out + torch.log1p(series).sum(dim=-1) - len(sig_f) * _LOG_TWO_PI
+        return out
+
+    def _sphere_log_prob(self, x: Tensor, mu: Tensor, eps: float) -> Tensor:
+        d = self.manifold.dim
+        sigma = self._scales[0]
+        diff = x - mu
+        perp = diff - (diff @ mu)[:, None] * mu
+        s = norm(perp)  # sin r
+        c = x @ mu  # cos r
+        theta, ratio = atan_ratio(s, c)  # r and r / sin r (sin r floored at eps_for(dtype))
+        k_min, k_max = _sphere_wraps(d, sigma, eps)
+        dt, dev = x.dtype, x.device
+        inv2 = 0.5 / (sigma * sigma)
+        cols = [-inv2 * theta * theta + (d - 1) * torch.log(ratio)]
+        ks = [k for k in range(k_min, k_max + 1) if k != 0]
+        if ks:
+            shifts = torch.tensor([_TWO_PI * k for k in ks], dtype=dt, device=dev)
+            t = theta[:, None] + shifts  # |t| >= pi for k != 0
+            term = -inv2 * t * t
+            if d > 1:
+                log_s = torch.log(s.clamp_min(eps_for(x.dtype)))
+                term = term + (d - 1) * (torch.log(t.abs()) - log_s[:, None])
+            cols.append(term)
+            logs = torch.cat([cols[0][:, None], cols[1]], dim=1)
+            lse = torch.logsumexp(logs, dim=1)
+        else:
+            lse = cols[0]
+        return lse - 0.5 * d * (_LOG_TWO_PI + 2.0 * math.log(sigma))
+
+
+# ---------------------------------------------------------------------------------------------
+# von Mises-Fisher
+# ---------------------------------------------------------------------------------------------
+
+
+def _log_sphere_area(d: int) -> float:
+    """``log`` of the area of ``S^d``: ``log(2 pi^((d+1)/2) / Gamma((d+1)/2))``."""
+    p = 0.5 * (d + 1)
+    return math.log(2.0) + p * math.log(math.pi) - math.lgamma(p)
+
+
+def _vmf_log_norm(d: int, kappa: float) -> float:
+    """``log C_{d+1}(kappa) + kappa``: the vMF log-density is this plus ``kappa (<mu, x> - 1)``.
+
+    ``C_p(kappa) = kappa^nu / ((2 pi)^(p/2) I_nu(kappa))`` with ``p = d + 1``, ``nu = p/2 - 1``.
+    ``S^2``: ``log kappa - log 2 pi - log(1 - exp(-2 kappa))`` (no overflow for large kappa).
+    Otherwise ``log I_nu(kappa) = log ive(nu, kappa) + kappa`` (scipy, float64), and for small
+    kappa the power series of ``I_nu``.
+    """
+    if kappa == 0.0:
+        return -_log_sphere_area(d)
+    if d == 2:
+        return math.log(kappa) - _LOG_TWO_PI - math.log(-math.expm1(-2.0 * kappa))
+    p = 0.5 * (d + 1)
+    nu = p - 1.0
+    if kappa < 1e-3:
+        # I_nu(k) = (k/2)^nu / Gamma(nu+1) * sum_m (k^2/4)^m / (m! (nu+1)_m)
+        q = 0.25 * kappa * kappa
+        series, term = 1.0, 1.0
+        for m in range(1, 6):
+            term *= q / (m * (nu + m))
+            series += term
+        return (
+            nu * math.log(2.0) + math.lgamma(nu + 1.0) - p * _LOG_TWO_PI - math.log(series) + kappa
+        )
+    ive = float(special.ive(nu, kappa))
+    if not (ive > 0 and math.isfinite(ive)):
+        raise ValueError(
+            f"cannot evaluate the vMF normaliser on S^{d} at concentration {kappa} "
+            f"(scipy.special.ive returned {ive})"
+        )
+    return nu * math.log(kappa) - p * _LOG_TWO_PI - math.log(ive)
+
+
+def _wood_one_minus_w(
+    n: int, d: int, kappa: float, generator: torch.Generator | None, device: torch.device
+) -> Tensor:
+    """Draw ``1 - W`` (``W = <mu, x>``) of the vMF on ``S^d``, float64, shape ``(n,)``.
+
+    ``S^2``: the exact inverse CDF ``1 - W = -log1p((1 - U) expm1(-2 kappa)) / kappa``.
+    Otherwise Wood's rejection sampler written in ``1 - W`` and ``1 - x0`` (no cancellation at
+    large kappa), vectorised: each round draws a block of candidates for every row still
+    unaccepted and keeps the first accepted one.
+    """
+    dt, dev = torch.float64, device
+    if d == 2:
+        u = torch.rand(n, generator=generator, dtype=dt, device=dev)
+        w1 = -torch.log1p((1.0 - u) * math.expm1(-2.0 * kappa)) / kappa
+        return w1.clamp(0.0, 2.0)
+    dm = float(d)  # p - 1 with p = d + 1 the ambient dimension
+    b = dm / (2.0 * kappa + math.sqrt(4.0 * kappa * kappa + dm * dm))
+    d0 = 2.0 * b / (1.0 + b)  # 1 - x0
+    log_norm0 = math.log(d0) + math.log(2.0 - d0)  # log(1 - x0^2)
+    alpha = torch.full((1,), 0.5 * dm, dtype=dt, device=dev)
+    out = torch.empty(n, dtype=dt, device=dev)
+    todo = torch.arange(n, device=device)
+    block = 2
+    while todo.numel() > 0:
+        r = todo.numel()
+        g = torch._standard_gamma(alpha.expand(r, block, 2).contiguous(), generator=generator)
+        z = g[..., 0] / (g[..., 0] + g[..., 1])  # Beta(d/2, d/2)
+        w1 = 2.0 * b * z / (1.0 - (1.0 - b) * z)  # 1 - W
+        log_u = torch.log(torch.rand((r, block), generator=generator, dtype=dt, device=dev))
+        crit = kappa * (d0 - w1) + dm * (torch.log(d0 + w1 - d0 * w1) - log_norm0)
+        acc = log_u <= crit
+        first = acc.to(torch.int8).argmax(dim=1, keepdim=True)
+        chosen = w1.gather(1, first)[:, 0]
+        ok = acc.any(dim=1)
+        out[todo[ok]] = chosen[ok]
+        todo = todo[~ok]
+    return out.clamp(0.0, 2.0)
+
+
+class VonMisesFisher:
+    r"""The von Mises-Fisher distribution on the sphere ``S^d`` (points in ``R^{d+1}``).
+
+    Density w.r.t. the area: ``C_{d+1}(kappa) exp(kappa <loc, x>)`` with
+    ``C_p(kappa) = kappa^(p/2-1) / ((2 pi)^(p/2) I_(p/2-1)(kappa))``. ``log_prob`` evaluates
+    ``log C + kappa`` once, as a Python float in float64 (closed form
+    ``log kappa - log 2 pi - log(1 - e^{-2 kappa})`` on ``S^2``, scipy's exponentially scaled
+    Bessel function ``ive`` otherwise, the power series for tiny kappa), and adds
+    ``kappa (<loc, x> - 1) = -kappa |x - loc|^2 / 2``: no overflow at any concentration, finite
+    in float32 at ``kappa = 1e4`` and beyond. ``concentration = 0`` is the uniform law.
+
+    Sampling draws ``W = <loc, x>`` exactly by the inverse CDF on ``S^2`` and by Wood's rejection
+    algorithm otherwise (vectorised: blocks of candidates for the rows still unaccepted), in
+    float64 and in terms of ``1 - W`` so that large concentrations keep full precision; then
+    ``x = W loc + sqrt(1 - W^2) v`` with ``v`` uniform among unit vectors orthogonal to
+    ``loc``. The result is cast to the requested dtype, so float32 and float64 draws from the
+    same seed agree to float32 rounding.
+
+    Args:
+        loc: the mean direction, a unit vector of shape ``(d + 1,)`` with ``d >= 1`` (to the
+            tolerance of its dtype; renormalised, stored detached in float64 on its device).
+        concentration: ``kappa >= 0`` (a Python float).
+
+    Attributes:
+        manifold: ``Sphere(d)``.
+        loc: the mean direction (float64).
+        concentration: ``kappa``.
+
+    References:
+        A. T. A. Wood, Simulation of the von Mises Fisher distribution, Communications in
+        Statistics - Simulation and Computation 23(1), 1994. K. V. Mardia, P. E. Jupp,
+        *Directional Statistics*, Wiley, 2000 (Sec. 9.3).
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.sources import VonMisesFisher
+        >>> src = VonMisesFisher(torch.tensor([0.0, 0.0, 1.0]), concentration=50.0)
+        >>> x = src.sample(2000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> round(float(x[:, 2].mean()), 2)  # coth(50) - 1/50
+        0.98
+        >>> src.log_prob(torch.tensor([[0.0, 0.0, 1.0]]))  # log(50 / (2 pi (1 - e^-100)))
+        tensor([2.0741])
+    """
+
+    def __init__(self, loc: Tensor, concentration: float) -> None:
+        if isinstance(loc, Tensor) and loc.ndim != 1:
+            raise ValueError(
+                f"loc must be a 1-D unit vector of shape (d + 1,), got {tuple(loc.shape)}"
+            )
+        n = (
+            loc.shape[0]
+            if isinstance(loc, Tensor)
+            else len(loc)
+            if isinstance(loc, Sequence)
+            else 0
+        )
+        if n < 2:
+            raise ValueError(f"loc must have length d + 1 >= 2 (a point of S^d, d >= 1), got {n}")
+        where = f"on Sphere({n - 1})"
+        self.loc = _unit_loc(_as_loc(loc, (n,), where), where)
+        self.concentration = check_positive(concentration, "concentration", allow_zero=True)
+        self.manifold = Sphere(n - 1)
+        self._log_norm = _vmf_log_norm(n - 1, self.concentration)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one point, ``(d + 1,)``."""
+        return tuple(self.manifold.point_shape)
+
+    @property
+    def log_normalizer(self) -> float:
+        """``log C_{d+1}(kappa)``: ``log_prob(x) = log_normalizer + kappa <loc, x>``."""
+        return self._log_norm - self.concentration
+
+    def __repr__(self) -> str:
+        return f"VonMisesFisher(loc={_fmt(self.loc)}, concentration={self.concentration})"
+
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Draw ``n`` unit vectors, shape ``(n, d + 1)``.
+
+        Args:
+            n: the number of samples (``>= 0``).
+            generator: random generator (points are drawn on its device, then moved).
+            dtype: a floating dtype (default: ``torch.get_default_dtype()``).
+            device: the output device (default: the generator's, else the CPU).
+
+        Example:
+            >>> import torch
+            >>> from manifoldfm.sources import VonMisesFisher
+            >>> src = VonMisesFisher(torch.tensor([1.0, 0.0]), concentration=1e4)
+            >>> x = src.sample(4, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+            >>> bool((x[:, 0] > 0.99).all())
+            True
+        """
+        dtype, draw, out = _sample_setup(n, generator, dtype, device)
+        d = self.manifold.dim
+        dt, dev = torch.float64, draw
+        mu = self.loc.to(dtype=dt, device=dev)
+        if self.concentration == 0.0:
+            x = self.manifold.random_uniform(n, generator=generator, dtype=dt, device=dev)
+            return x.to(dtype=dtype, device=out)
+        w1 = _wood_one_minus_w(n, d, self.concentration, generator, draw)
+        v = torch.randn((n, d + 1), generator=generator, dtype=dt, device=dev)
+        v = v - (v @ mu)[:, None] * mu
+        v = v / norm(v, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+        x = (1.0 - w1)[:, None] * mu + torch.sqrt(w1 * (2.0 - w1))[:, None] * v
+        x = x / norm(x, keepdim=True)
+        return x.to(dtype=dtype, device=out)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Log-density w.r.t. the area of ``S^d``, shape ``(B,)``, for ``x`` of shape ``(B, d + 1)``.
+
+        Example:
+            >>> import math, torch
+            >>> from manifoldfm.sources import VonMisesFisher
+            >>> src = VonMisesFisher(torch.tensor([0.0, 1.0]), concentration=0.0)
+            >>> bool(torch.allclose(src.log_prob(torch.eye(2)), torch.tensor(-math.log(2 * math.pi))))
+            True
+        """
+        x = _check_points(x, self.shape, self.manifold)
+        if self.concentration == 0.0:
+            return x.new_full((x.shape[0],), self._log_norm)
+        mu = self.loc.to(dtype=x.dtype, device=x.device)
+        diff = x - mu
+        return self._log_norm - (0.5 * self.concentration) * (diff * diff).sum(dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixture
+# ---------------------------------------------------------------------------------------------
+
+
+def _space_key(src: object) -> str | None:
+    manifold = getattr(src, "manifold", None)
+    if manifold is None or isinstance(manifold, Euclidean):
+        return None
+    return repr(manifold)
+
+
+class Mixture:
+    r"""A finite mixture ``sum_c w_c p_c`` of sources with the same point shape.
+
+    Sampling draws the component of every point from the weights (one categorical draw with
+    the generator), then ``count_c`` points from each component (a loop over components, not
+    over the batch) and scatters them to their positions. ``log_prob`` is
+    ``logsumexp_c (log w_c + log p_c(x))``.
+
+    Args:
+        components: a non-empty sequence of sources (anything with ``shape``, ``sample`` and
+            ``log_prob``, such as :class:`Gaussian`, :class:`Uniform`, :class:`WrappedNormal`,
+            :class:`VonMisesFisher` or another :class:`Mixture`) with the same ``shape`` and
+            the same manifold (``None`` and ``Euclidean`` count as the same space).
+        weights: positive finite weights, one per component, normalised to sum to 1
+            (default: equal weights).
+
+    Attributes:
+        components: the components (a tuple).
+        weights: the normalised weights (a tuple of floats).
+        manifold: the components' manifold (the first component's; ``None`` for Gaussians).
+
+    Raises:
+        TypeError: a component lacks ``shape``, ``sample`` or ``log_prob``.
+        ValueError: no components, shapes or manifolds that differ, bad weights.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.sources import Mixture, VonMisesFisher
+        >>> north, south = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0.0, 0.0, -1.0])
+        >>> mix = Mixture([VonMisesFisher(north, 20.0), VonMisesFisher(south, 20.0)], [3.0, 1.0])
+        >>> mix.weights
+        (0.75, 0.25)
+        >>> x = mix.sample(1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> x.shape, round(float((x[:, 2] > 0).double().mean()), 1)
+        (torch.Size([1000, 3]), 0.8)
+    """
+
+    def __init__(
+        self, components: Sequence[_SourceLike], weights: Sequence[float] | None = None
+    ) -> None:
+        if isinstance(components, (str, bytes)) or not isinstance(components, Sequence):
+            raise TypeError(
+                f"components must be a sequence of sources, got {type(components).__name__}"
+            )
+        comps = tuple(components)
+        if not comps:
+            raise ValueError("Mixture needs at least one component")
+        for i, c in enumerate(comps):
+            for attr in ("shape", "sample", "log_prob"):
+                if not hasattr(c, attr):
+                    raise TypeError(f"component {i} ({type(c).__name__}) has no {attr!r}")
+        shapes = [tuple(c.shape) for c in comps]
+        if len(set(shapes)) > 1:
+            raise ValueError(f"components must share their point shape, got shapes {shapes}")
+        spaces = [_space_key(c) for c in comps]
+        if len(set(spaces)) > 1:
+            names = [s if s is not None else "Euclidean" for s in spaces]
+            raise ValueError(f"components must live on the same manifold, got {names}")
+        if weights is None:
+            w = [1.0] * len(comps)
+        else:
+            if isinstance(weights, Tensor):
+                weights = [float(v) for v in weights.reshape(-1).tolist()]
+            if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+                raise TypeError(f"weights must be a sequence of floats, got {weights!r}")
+            if len(weights) != len(comps):
+                raise ValueError(
+                    f"weights must hold one value per component ({len(comps)}), got {len(weights)}"
+                )
+            w = [check_positive(v, "weights entries") for v in weights]
+        total = math.fsum(w)
+        self.components = comps
+        self.weights = tuple(v / total for v in w)
+        self._log_weights = tuple(math.log(v) for v in self.weights)
+        self._shape = shapes[0]
+        self.manifold = getattr(comps[0], "manifold", None)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one point."""
+        return self._shape
+
+    def __repr__(self) -> str:
+        comps = ", ".join(repr(c) for c in self.components)
+        weights = ", ".join(f"{v:.4g}" for v in self.weights)
+        return f"Mixture([{comps}], weights=[{weights}])"
+
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Draw ``n`` points, shape ``(n, *shape)``.
+
+        Args:
+            n: the number of samples (``>= 0``).
+            generator: random generator (points are drawn on its device, then moved).
+            dtype: a floating dtype (default: ``torch.get_default_dtype()``).
+            device: the output device (default: the generator's, else the CPU).
+
+        Example:
+            >>> import torch
+            >>> from manifoldfm.sources import Gaussian, Mixture
+            >>> mix = Mixture([Gaussian(2, mean=-3.0), Gaussian(2, mean=3.0)])
+            >>> mix.sample(5, generator=torch.Generator().manual_seed(0)).shape
+            torch.Size([5, 2])
+        """
+        dtype, draw, out = _sample_setup(n, generator, dtype, device)
+        if n == 0:
+            return torch.empty((0, *self._shape), dtype=dtype, device=out)
+        probs = torch.tensor(self.weights, dtype=torch.float64, device=draw)
+        idx = torch.multinomial(probs, n, replacement=True, generator=generator)
+        counts = torch.bincount(idx, minlength=len(self.components)).tolist()
+        parts = [
+            c.sample(k, generator=generator, dtype=dtype, device=draw).to(draw)
+            for c, k in zip(self.components, counts, strict=True)
+            if k > 0
+        ]
+        drawn = torch.cat(parts, dim=0)  # grouped by component, in component order
+        order = torch.argsort(idx, stable=True)
+        x = torch.empty_like(drawn)
+        x[order] = drawn
+        return x.to(out)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``logsumexp_c (log w_c + log p_c(x))``, shape ``(B,)``, for ``x`` of shape ``(B, *shape)``.
+
+        Example:
+            >>> import math, torch
+            >>> from manifoldfm.manifolds import Sphere
+            >>> from manifoldfm.sources import Mixture, Uniform
+            >>> mix = Mixture([Uniform(Sphere(2)), Uniform(Sphere(2))], weights=[1.0, 2.0])
+            >>> bool(torch.allclose(mix.log_prob(torch.eye(3)), torch.tensor(-math.log(4 * math.pi))))
+            True
+        """
+        x = _check_points(x, self._shape, None)
+        lps = torch.stack([c.log_prob(x) for c in self.components], dim=-1)
+        logw = torch.tensor(self._log_weights, dtype=lps.dtype, device=lps.device)
+        return torch.logsumexp(lps + logw, dim=-1)
