@@ -496,6 +496,41 @@ class Manifold(geoopt.Manifold):
         dtype, device = self._factory(generator, dtype, device)
         return self._random(shape, generator, dtype, device)
 
+    def random_tangent(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Standard Gaussian tangent vectors at ``x`` w.r.t. the Riemannian metric.
+
+        In any orthonormal basis of the tangent space at ``x`` the coordinates are independent
+        standard normals, so ``E[<z, a>_x <z, b>_x] = <a, b>_x`` and ``E[|z|_x^2] = dim``: the
+        increment of a Brownian motion over unit time, as used by the geodesic random walk of
+        :func:`~manifoldfm.solvers.solve_sde`. The default draws an ambient standard normal
+        and projects it with ``proju`` (exact for submanifolds with the induced metric:
+        spheres, tori, Euclidean space); manifolds with another metric (``SO3``) and products
+        provide their own.
+
+        Args:
+            x: points, shape ``(..., *point_shape)``.
+            generator: random generator (on ``x``'s device; ``None``: torch's default).
+
+        Returns:
+            Tangent vectors at ``x``, same shape, dtype and device.
+
+        Example:
+            >>> import torch
+            >>> from manifoldfm.manifolds import Sphere
+            >>> s2 = Sphere(2)
+            >>> x = s2.origin(1000, dtype=torch.float64)
+            >>> z = s2.random_tangent(x, generator=torch.Generator().manual_seed(0))
+            >>> bool((x * z).sum(-1).abs().max() < 1e-12)  # tangent: orthogonal to x
+            True
+            >>> round(float(s2.inner(x, z).mean()), 1)  # E|z|^2 = dim = 2
+            2.0
+        """
+        self._validate("x", x)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        self._require_point("x", x)
+        return self._random_tangent(x, generator)
+
     def origin(
         self,
         *size: int | Sequence[int],
@@ -549,6 +584,19 @@ class Manifold(geoopt.Manifold):
     @abc.abstractmethod
     def _logmap(self, x: Tensor, y: Tensor) -> Tensor: ...
 
+    def _dlogmap(self, x: Tensor, y: Tensor, u: Tensor) -> Tensor:
+        """``D log_x(y)[u]``: the differential of ``_logmap`` in ``y`` along ``u`` (tangent at y).
+
+        Default: forward-mode ``torch.func.jvp``; flat, spherical and rotation manifolds have
+        closed forms. Meaningless on the cut locus of ``x``, where ``log_x`` is not smooth.
+        """
+
+        def log_x(p: Tensor) -> Tensor:
+            return self._logmap(x, p)
+
+        out: Tensor = torch.func.jvp(log_x, (y,), (u,))[1]
+        return out
+
     def _dist(self, x: Tensor, y: Tensor) -> Tensor:
         u = self._logmap(x, y)
         sq = self._inner(x, u, u)
@@ -598,6 +646,11 @@ class Manifold(geoopt.Manifold):
         device: torch.device,
     ) -> Tensor:
         return self._random_uniform(size, generator, dtype, device)
+
+    def _random_tangent(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Ambient standard normal projected on the tangent space (induced metrics only)."""
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return self._proju(x, z)
 
     @abc.abstractmethod
     def _origin(

@@ -75,6 +75,9 @@ class Euclidean(Manifold):
     def _dist(self, x: Tensor, y: Tensor) -> Tensor:
         return norm(y - x, self._point_dims())
 
+    def _dlogmap(self, x: Tensor, y: Tensor, u: Tensor) -> Tensor:
+        return u.expand(torch.broadcast_shapes(x.shape, y.shape, u.shape))
+
     def _transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         shape = torch.broadcast_shapes(x.shape, y.shape, v.shape)
         return v.expand(shape)

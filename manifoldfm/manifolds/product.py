@@ -173,6 +173,9 @@ class Product(Manifold):
     def _logmap(self, x: Tensor, y: Tensor) -> Tensor:
         return self._map("_logmap", x, y)
 
+    def _dlogmap(self, x: Tensor, y: Tensor, u: Tensor) -> Tensor:
+        return self._map("_dlogmap", x, y, u)
+
     def _dist(self, x: Tensor, y: Tensor) -> Tensor:
         xs, ys = self._split(x), self._split(y)
         d = [m._dist(a, b) for m, a, b in zip(self._ms, xs, ys)]
@@ -191,6 +194,11 @@ class Product(Manifold):
         xs, us = self._split(x), self._split(u)
         out = [m._expmap_velocity(a, b, s) for m, a, b in zip(self._ms, xs, us)]
         return self._join([o[0] for o in out]), self._join([o[1] for o in out])
+
+    def _random_tangent(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        return self._join(
+            [m._random_tangent(p, generator) for m, p in zip(self._ms, self._split(x))]
+        )
 
     def _random_uniform(
         self,

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .._utils import eps_for
-from .base import Manifold, atan_ratio, norm, sinc_sq, versine_sq
+from .base import Manifold, _taylor_threshold, atan_ratio, norm, sinc_sq, versine_sq
 
 __all__ = ["SO3", "hat", "rotation_angle", "rotmat_to_rotvec", "rotvec_to_rotmat", "vee"]
 
@@ -202,6 +202,8 @@ class SO3(Manifold):
       velocity is ``y hat(w)``.
     * ``projx`` is the nearest rotation in Frobenius norm (``roma.special_procrustes``).
     * ``random_uniform``: Haar measure, from uniform unit quaternions (``roma.random_unitquat``).
+    * ``random_tangent(x)``: ``x @ hat(w)`` with ``w`` standard normal (identity covariance in
+      the orthonormal basis ``x hat(e_k)`` of this metric).
     * ``injectivity_radius = pi``.
 
     **Cut locus.** The cut locus of ``x`` is the set of ``y`` whose relative rotation has angle
@@ -275,6 +277,20 @@ class SO3(Manifold):
         q = self._rel_quat(x, y)
         return 2.0 * torch.atan2(norm(q[..., :3]), q[..., 3].abs())
 
+    def _dlogmap(self, x: Tensor, y: Tensor, u: Tensor) -> Tensor:
+        # log_x y = x hat(w); along u = y hat(b) the rotation vector moves by J_r^{-1}(w) b, the
+        # inverse right Jacobian I + hat(w) / 2 + g hat(w)^2, g = (1 - (t/2) cot(t/2)) / t^2.
+        w = self._rel_rotvec(x, y)
+        b = vee(y.mT @ u)
+        t2 = (w * w).sum(-1, keepdim=True)
+        small = t2 < _taylor_threshold(x.dtype) ** 2
+        half = 0.5 * torch.sqrt(torch.where(small, torch.ones_like(t2), t2))
+        closed = (1.0 - half * torch.cos(half) / torch.sin(half)) / torch.where(small, 1.0, t2)
+        series = 1 / 12 + t2 * (1 / 720 + t2 * (1 / 30240 + t2 / 1209600))
+        g = torch.where(small, series, closed)
+        wb = torch.linalg.cross(w, b)
+        return x @ hat(b + 0.5 * wb + g * torch.linalg.cross(w, wb))
+
     def _transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         w = self._rel_rotvec(x, y)
         b = vee(x.mT @ v)
@@ -293,6 +309,11 @@ class SO3(Manifold):
         w = vee(x.mT @ u)
         y = x @ _rodrigues(s[..., None] * w)
         return y, y @ hat(w)
+
+    def _random_tangent(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        # x hat(e_k) is an orthonormal basis for tr(u^T v) / 2: standard normal body velocity.
+        w = torch.randn(x.shape[:-1], generator=generator, dtype=x.dtype, device=x.device)
+        return x @ hat(w)
 
     def _random_uniform(
         self,

@@ -7,8 +7,17 @@ import math
 import torch
 from torch import Tensor
 
-from .._utils import eps_for
-from .base import Manifold, _tiny_root, atan_ratio, cos_sq, norm, sinc_sq, versine_sq
+from .._utils import eps_for, safe_div
+from .base import (
+    Manifold,
+    _taylor_threshold,
+    _tiny_root,
+    atan_ratio,
+    cos_sq,
+    norm,
+    sinc_sq,
+    versine_sq,
+)
 
 __all__ = ["Sphere"]
 
@@ -129,6 +138,20 @@ class Sphere(Manifold):
     def _dist(self, x: Tensor, y: Tensor) -> Tensor:
         _, s, c = self._perp(x, y)
         return torch.atan2(s, c)[..., 0]
+
+    def _dlogmap(self, x: Tensor, y: Tensor, u: Tensor) -> Tensor:
+        # log_x y = r p with p = y - <x, y> x, r = theta / sin theta. Along u (tangent at y),
+        # d theta = -<x, u> / sin theta, so D log_x(y)[u] = r (u - <x, u> x) - q <x, u> p with
+        # q = (sin theta - theta cos theta) / sin^3 theta (a series near theta = 0).
+        p, s, c = self._perp(x, y)
+        theta, r = atan_ratio(s, c)
+        t2 = theta * theta
+        series = 1 / 3 + t2 * (2 / 15 + t2 * (2 / 63 + t2 * (4 / 675 + t2 * (2 / 2079))))
+        q = torch.where(
+            theta < _taylor_threshold(x.dtype), series, safe_div(s - theta * c, s * s * s)
+        )
+        xu = self._dot(x, u)
+        return r * (u - xu * x) - (q * xu) * p
 
     def _transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         # Along exp_x(t w), w = log_x(y), |w| = theta: the component of v along w rotates in the

@@ -111,6 +111,9 @@ class FlatTorus(Manifold):
     def _dist(self, x: Tensor, y: Tensor) -> Tensor:
         return norm(wrap_difference(y - x))
 
+    def _dlogmap(self, x: Tensor, y: Tensor, u: Tensor) -> Tensor:
+        return u.expand(torch.broadcast_shapes(x.shape, y.shape, u.shape))
+
     def _transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         return v.expand(torch.broadcast_shapes(x.shape, y.shape, v.shape))
 

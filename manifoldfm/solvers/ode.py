@@ -23,7 +23,7 @@ from ._common import (
     uniform_grid,
 )
 from .results import ODESolution
-from .steps import DOPRI5, MANIFOLD_SCHEMES, TABLEAUX, ButcherTableau, _move, rk_step
+from .steps import DOPRI5, MANIFOLD_SCHEMES, TABLEAUX, ButcherTableau, _move, has_logmap, rk_step
 
 __all__ = ["METHODS", "solve_ode"]
 
@@ -60,12 +60,15 @@ def solve_ode(
 
     On a ``manifold`` (any object with geoopt's ``proju(x, u)``, ``expmap(x, u)`` and
     ``projx(x)``), velocities are projected onto the tangent space and the state moves by one
-    of two schemes (see :mod:`manifoldfm.solvers.steps`): ``"expmap"`` (the default for the
-    fixed-step methods) takes stage points and updates through ``expmap`` from the current
-    point, re-projected with ``projx``; it is at most second order on a curved manifold.
-    ``"projection"`` (the default, and the only choice, for ``dopri5``) steps in the ambient
-    space and projects with ``projx``; it keeps the method's full order on embedded manifolds,
-    which ``dopri5``'s error control relies on.
+    of two schemes (see :mod:`manifoldfm.solvers.steps`), both of the method's full order
+    (1, 2, 2, 4 and 5 for euler, midpoint, heun, rk4 and dopri5). ``"expmap"`` (the default
+    where the manifold has ``logmap``, as every library manifold has) is Runge-Kutta in normal
+    coordinates centred at the current state: stage points ``exp_x(xi)``, stage velocities
+    pulled back to the tangent space at ``x`` by the differential of ``logmap``, and
+    ``dopri5``'s error estimate measured in that tangent space. ``"projection"`` steps in the
+    ambient space and maps back with ``projx`` (embedded manifolds; no ``logmap`` needed).
+    Every state lies on the manifold (to rounding). Steps must keep ``|h v|`` well inside the
+    injectivity radius (``pi`` on spheres, tori and SO(3)).
 
     The time passed to ``v`` is a ``(B,)`` tensor of ``x0``'s dtype and device. With value
     checks on (the default, see :func:`manifoldfm.checks`) the finiteness of every state is
@@ -82,8 +85,8 @@ def solve_ode(
         method: ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"`` or ``"dopri5"``.
         manifold: optional manifold the states live on.
         manifold_scheme: ``"expmap"`` or ``"projection"`` (only used with a manifold);
-            ``None`` picks ``"expmap"`` for the fixed-step methods and ``"projection"`` for
-            ``dopri5``.
+            ``None`` picks ``"expmap"`` when the manifold has ``logmap`` and
+            ``"projection"`` otherwise.
         t0: start time.
         t1: end time; ``t1 < t0`` integrates backwards.
         time_grid: explicit 1-D strictly increasing or decreasing grid (a tensor or a sequence
@@ -101,10 +104,11 @@ def solve_ode(
         least the two endpoints (see its docstring).
 
     Raises:
-        ValueError: unknown method or manifold scheme, ``dopri5`` with the ``"expmap"``
-            scheme on a manifold, ``steps < 1``, both or neither of ``steps``/``time_grid``
-            for a fixed-step method, a grid that is not 1-D and strictly monotone, ``t0 == t1``,
-            a velocity of the wrong shape, a non-finite state.
+        ValueError: unknown method or manifold scheme, ``steps < 1``, both or neither of
+            ``steps``/``time_grid`` for a fixed-step method, a grid that is not 1-D and
+            strictly monotone, ``t0 == t1``, a velocity of the wrong shape, a non-finite state.
+        TypeError: ``manifold_scheme="expmap"`` with a multi-stage method on a manifold
+            without ``logmap``.
         RuntimeError: ``dopri5`` needed more than ``max_steps`` attempts or its step size
             underflowed.
 
@@ -122,11 +126,23 @@ def solve_ode(
         >>> torch.allclose(back.x, x0, atol=1e-4)
         True
 
+        On the sphere S^2, the flow of a rotation about the z axis, by dopri5 in normal
+        coordinates (the default scheme):
+
+        >>> from manifoldfm.manifolds import Sphere
+        >>> e_z = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+        >>> x0 = torch.tensor([[0.6, 0.0, 0.8]], dtype=torch.float64)
+        >>> sol = solve_ode(lambda x, t: torch.linalg.cross(e_z.expand_as(x), x), x0,
+        ...                 method="dopri5", manifold=Sphere(2), atol=1e-8, rtol=1e-8)
+        >>> sol.x  # (0.6 cos 1, 0.6 sin 1, 0.8)
+        tensor([[0.3242, 0.5049, 0.8000]], dtype=torch.float64)
+
     References:
         Hairer, Norsett, Wanner. Solving Ordinary Differential Equations I, 2nd ed., Springer
         1993 (II.1 Runge-Kutta methods, II.4 step-size control and starting step, II.5
         Dormand-Prince). Dormand, Prince. A family of embedded Runge-Kutta formulae. J. Comput.
-        Appl. Math. 6 (1980).
+        Appl. Math. 6 (1980). Munthe-Kaas. High order Runge-Kutta methods on manifolds. Appl.
+        Numer. Math. 29 (1999) (the ``"expmap"`` scheme).
     """
     x0 = check_state(x0, "x0")
     method = check_choice(method, "method", METHODS)
@@ -138,14 +154,19 @@ def solve_ode(
         raise TypeError(f"save_trajectory must be a bool, got {type(save_trajectory).__name__}")
 
     if manifold_scheme is None:
-        scheme = "projection" if method == "dopri5" else "expmap"
+        scheme = "expmap" if manifold is None or has_logmap(manifold) else "projection"
     else:
         scheme = check_choice(manifold_scheme, "manifold_scheme", MANIFOLD_SCHEMES)
-    if method == "dopri5" and scheme == "expmap" and manifold is not None:
-        raise ValueError(
-            "dopri5 on a manifold needs manifold_scheme='projection': the expmap scheme is at "
-            "most second order on a curved manifold, so the embedded error estimate would not "
-            "measure the true error"
+    if (
+        manifold is not None
+        and scheme == "expmap"
+        and TABLEAUX[method].stages > 1
+        and not has_logmap(manifold)
+    ):
+        raise TypeError(
+            f"manifold_scheme='expmap' with method {method!r} pulls stage velocities back with "
+            f"the differential of logmap(x, y), which {type(manifold).__name__} lacks; use "
+            f"manifold_scheme='projection'"
         )
 
     if method == "dopri5":

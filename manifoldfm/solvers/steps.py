@@ -5,24 +5,36 @@ pair go through :func:`rk_step`. In Euclidean space it is the usual Runge-Kutta 
 additions. On a manifold every stage velocity is projected onto the tangent space at its stage
 point and one of two schemes moves the state:
 
-- ``"expmap"`` (geodesic updates): stage points ``projx(expmap(x, proju(x, h sum_j a_ij k_j)))``
-  and new state ``projx(expmap(x, proju(x, h sum_i b_i k_i)))``. Intrinsic, exact along
-  geodesics, but the stage velocities live in different tangent spaces, so on a curved manifold
-  the order is at most 2 whatever the tableau (Euler keeps order 1).
+- ``"expmap"`` (the default; Runge-Kutta in normal coordinates centred at the current state
+  ``x``, i.e. Runge-Kutta-Munthe-Kaas with the exponential map as chart): stage points
+  ``y_i = exp_x(xi_i)`` with ``xi_i = h sum_j a_ij k~_j`` in the tangent space at ``x``, whose
+  velocities ``k_i = v(y_i)`` are pulled back to that tangent space by the differential of
+  the logarithm, ``k~_i = D log_x(y_i)[k_i]`` (``k~_1 = k_1``); the new state is
+  ``exp_x(h sum_i b_i k~_i)``. This is the Runge-Kutta method applied to the ODE written in
+  the chart ``exp_x``, so it keeps the tableau's full order on any manifold with ``expmap``
+  and ``logmap`` (while ``|h v|`` stays well inside the injectivity radius), and the embedded
+  error estimate of ``dopri5`` lives in the tangent space at ``x``. ``D log_x`` (see
+  :func:`dlogmap`) is the identity on flat manifolds (:class:`~manifoldfm.manifolds.Euclidean`,
+  :class:`~manifoldfm.manifolds.FlatTorus`), so there it is the plain Runge-Kutta step
+  followed by ``expmap``; spheres and ``SO3`` have closed forms; other manifolds use a
+  forward-mode ``torch.func.jvp`` of their ``logmap``. Every state is ``projx(expmap(...))``,
+  on the manifold to rounding.
 - ``"projection"`` (the projection method): the Runge-Kutta step is taken in the ambient space
   on the field extended by ``y -> proju(projx(y), v(projx(y)))`` and every stage point and new
-  state is mapped back with ``projx``. It keeps the tableau's full order on embedded manifolds
-  (spheres, SO(3) as matrices, tori as angles).
+  state is mapped back with ``projx``. It also keeps the tableau's full order on embedded
+  manifolds (spheres, SO(3) as matrices, tori as angles) and needs no ``logmap``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..manifolds import Manifold
 from ._common import ManifoldLike
 
 __all__ = [
@@ -34,6 +46,8 @@ __all__ = [
     "RK4",
     "TABLEAUX",
     "ButcherTableau",
+    "dlogmap",
+    "has_logmap",
     "rk_step",
 ]
 
@@ -151,13 +165,72 @@ def _combine(coeffs: tuple[float, ...], ks: list[Tensor], h: float) -> Tensor | 
 
 
 def _move(x: Tensor, u: Tensor | None, manifold: ManifoldLike | None, scheme: str) -> Tensor:
+    """The point reached from ``x`` by the (tangent, for ``"expmap"``) increment ``u``."""
     if u is None:
         return x
     if manifold is None:
         return x + u
     if scheme == "projection":
         return manifold.projx(x + u)
-    return manifold.projx(manifold.expmap(x, manifold.proju(x, u)))
+    return manifold.projx(manifold.expmap(x, u))
+
+
+def has_logmap(manifold: object) -> bool:
+    """Whether the ``"expmap"`` scheme can pull stage velocities back on ``manifold``.
+
+    Example:
+        >>> from manifoldfm.manifolds import SO3
+        >>> from manifoldfm.solvers.steps import has_logmap
+        >>> has_logmap(SO3()), has_logmap(object())
+        (True, False)
+    """
+    return isinstance(manifold, Manifold) or callable(getattr(manifold, "logmap", None))
+
+
+def dlogmap(manifold: ManifoldLike, x: Tensor, y: Tensor, u: Tensor) -> Tensor:
+    """The differential of the logarithm in its second argument: ``D log_x(y)[u]``.
+
+    It maps a tangent vector ``u`` at ``y`` to the tangent space at ``x``: the velocity, in
+    normal coordinates centred at ``x``, of a curve through ``y`` with velocity ``u``. The
+    library's manifolds have closed forms (the identity on ``Euclidean`` and ``FlatTorus``, the
+    Jacobi-field formula on spheres, the inverse right Jacobian on ``SO3``, factor by factor on
+    products; a forward-mode ``torch.func.jvp`` of ``logmap`` for others); other objects use
+    their own ``dlogmap(x, y, u)`` when they have one and otherwise the ``torch.func.jvp`` of
+    their ``logmap``. Nothing is validated and nothing syncs with the host.
+
+    Args:
+        manifold: a manifold with ``logmap(x, y)``.
+        x: base points, shape ``(B, *shape)``.
+        y: points, same shape, away from the cut locus of ``x``.
+        u: tangent vectors at ``y``, same shape.
+
+    Returns:
+        Tangent vectors at ``x``, same shape.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.manifolds import Sphere
+        >>> from manifoldfm.solvers.steps import dlogmap
+        >>> s2 = Sphere(2)
+        >>> x = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
+        >>> y = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)  # a quarter turn away
+        >>> dlogmap(s2, x, y, torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64))
+        tensor([[0.0000, 1.5708, 0.0000]], dtype=torch.float64)
+    """
+    if isinstance(manifold, Manifold):
+        return manifold._dlogmap(x, y, u)
+    duck: Any = manifold
+    custom = getattr(duck, "dlogmap", None)
+    if callable(custom):
+        out: Tensor = custom(x, y, u)
+        return out
+
+    def log_x(p: Tensor) -> Tensor:
+        res: Tensor = duck.logmap(x, p)
+        return res
+
+    jvp: Tensor = torch.func.jvp(log_x, (y,), (u,))[1]
+    return jvp
 
 
 def rk_step(
@@ -180,15 +253,23 @@ def rk_step(
         t: the current time.
         h: the signed step size (negative to integrate backwards).
         tableau: the method's :class:`ButcherTableau`.
-        manifold: optional manifold with geoopt's ``proju``, ``expmap`` and ``projx``.
-        scheme: how to move on the manifold, ``"expmap"`` or ``"projection"`` (see the module
-            docstring).
+        manifold: optional manifold with geoopt's ``proju``, ``expmap`` and ``projx`` (and
+            ``logmap`` for the ``"expmap"`` scheme with more than one stage).
+        scheme: how to move on the manifold, ``"expmap"`` (Runge-Kutta in normal coordinates
+            at ``x``) or ``"projection"`` (see the module docstring). Both keep the tableau's
+            order.
         k1: the velocity at ``(x, t)`` when already known (FSAL); evaluated otherwise.
 
     Returns:
         ``(x_new, k_last, error)``: the new state; for FSAL tableaux the velocity at
-        ``(x_new, t + h)`` (else ``None``); the embedded error estimate of ``x``'s shape for
-        tableaux with ``b_err`` (else ``None``).
+        ``(x_new, t + h)`` (else ``None``), tangent at ``x_new``; the embedded error estimate
+        of ``x``'s shape for tableaux with ``b_err`` (else ``None``), tangent at ``x`` for the
+        ``"expmap"`` scheme.
+
+    Raises:
+        ValueError: an unknown scheme.
+        TypeError: the ``"expmap"`` scheme with several stages on a manifold without
+            ``logmap``.
 
     Example:
         >>> import torch
@@ -198,21 +279,44 @@ def rk_step(
         >>> round(float(x), 7)  # the Taylor polynomial of exp(-0.1) = 0.9048374...
         0.9048375
 
+        On the sphere, the rotation about the z axis (exact flow: a rotation by ``h``):
+
+        >>> import math
+        >>> from manifoldfm.manifolds import Sphere
+        >>> e_z = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+        >>> x0 = torch.tensor([[0.6, 0.0, 0.8]], dtype=torch.float64)
+        >>> x, _, _ = rk_step(lambda x, t: torch.linalg.cross(e_z.expand_as(x), x), x0, 0.0, 0.5,
+        ...                   RK4, manifold=Sphere(2))
+        >>> exact = torch.tensor([[0.6 * math.cos(0.5), 0.6 * math.sin(0.5), 0.8]])
+        >>> float((x - exact).norm()) < 1e-4
+        True
+
     References:
         Hairer, Norsett, Wanner. Solving Ordinary Differential Equations I, 2nd ed., Springer
         1993, section II.1. Hairer, Lubich, Wanner. Geometric Numerical Integration, 2nd ed.,
-        Springer 2006, chapter IV (projection methods and integrators on manifolds).
+        Springer 2006, chapter IV (projection methods, integrators based on local
+        coordinates, Munthe-Kaas methods). Munthe-Kaas. High order Runge-Kutta methods on
+        manifolds. Appl. Numer. Math. 29 (1999).
     """
+    geodesic = manifold is not None and scheme == "expmap"
     if manifold is not None and scheme not in MANIFOLD_SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(MANIFOLD_SCHEMES)}")
-    ks = [f(x, t) if k1 is None else k1]
+    if geodesic and tableau.stages > 1 and not has_logmap(manifold):
+        raise TypeError(
+            f"the 'expmap' scheme pulls stage velocities back with the differential of "
+            f"logmap(x, y), which {type(manifold).__name__} lacks; use scheme='projection'"
+        )
+    k = f(x, t) if k1 is None else k1
+    # The stage velocities, pulled back to the tangent space at x for the expmap scheme.
+    ks = [k]
     x_new: Tensor | None = None
     last = tableau.stages - 1
     for i in range(1, tableau.stages):
         xi = _move(x, _combine(tableau.a[i], ks, h), manifold, scheme)
-        ks.append(f(xi, t + tableau.c[i] * h))
+        k = f(xi, t + tableau.c[i] * h)
         if tableau.fsal and i == last:
             x_new = xi
+        ks.append(dlogmap(manifold, x, xi, k) if geodesic and manifold is not None else k)
     if x_new is None:
         x_new = _move(x, _combine(tableau.b, ks, h), manifold, scheme)
     err: Tensor | None = None
@@ -220,6 +324,5 @@ def rk_step(
         err = _combine(tableau.b_err, ks, h)
         if err is None:
             err = torch.zeros_like(x)
-        elif manifold is not None and scheme == "expmap":
-            err = manifold.proju(x, err)
-    return x_new, (ks[-1] if tableau.fsal else None), err
+    # FSAL: the raw velocity at x_new is the next step's first stage.
+    return x_new, (k if tableau.fsal else None), err
