@@ -727,6 +727,30 @@ def step_candidates(
     return fns
 
 
+#: The operations of one projection-method step, timed one by one (``components``).
+COMPONENTS = ("field v(x, t)", "proju", "projx", "expmap", "finiteness flag isfinite(x).all()")
+
+
+def component_candidates(name: str, x: Tensor) -> dict[str, Callable[[], Any]]:
+    """Each manifold operation of one step, ours and flow_matching's, on the same inputs."""
+    ours_m: Any = Sphere(2) if name == "S2" else FlatTorus(2)
+    fm_m: Any = FMSphere() if name == "S2" else FMFlatTorus()
+    field = _field("rotation", name, x.dtype, x.device, 0)
+    t = torch.full((x.shape[0],), 0.5, dtype=x.dtype, device=x.device)
+    u = ours_m.proju(x, field(x, t))
+    y = x + 0.1 * u  # an ambient point off the manifold (sphere) or out of range (torus)
+    return {
+        "field v(x, t)": lambda: field(x, t),
+        "ours proju": lambda: ours_m.proju(x, u),
+        "flow_matching proju": lambda: fm_m.proju(x, u),
+        "ours projx": lambda: ours_m.projx(y),
+        "flow_matching projx": lambda: fm_m.projx(y),
+        "ours expmap": lambda: ours_m.expmap(x, u),
+        "flow_matching expmap": lambda: fm_m.expmap(x, u),
+        "finiteness flag isfinite(x).all()": lambda: torch.isfinite(x).all(),
+    }
+
+
 def check_steps(device: torch.device, n: int, seed: int) -> dict[str, Any]:
     """In float64, ours (projection scheme) and flow_matching take the same step for euler and
     midpoint; rk4 differs (classical RK4 vs flow_matching's 3/8 rule), so its gap is O(h^5)."""
@@ -779,6 +803,8 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     configs: list[tuple[str, tuple[Any, ...]]] = []
     for name in ("S2", "T2"):
         configs.append((f"path {name}", ("path", name)))
+    for name in ("S2", "T2"):
+        configs.append((f"components {name}", ("components", name)))
     for kind in args.fields:
         for name in ("S2", "T2"):
             for method in args.methods:
@@ -791,6 +817,8 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
             if cfg[0] == "path":
                 t = torch.rand(args.batch, generator=g, device=device)
                 fns = path_candidates(name, x0, x1, t)
+            elif cfg[0] == "components":
+                fns = component_candidates(name, x0)
             else:
                 field = _field(cfg[3], name, F32, device, args.seed)
                 fns = step_candidates(name, cfg[2], field, x0, schemes)
@@ -807,14 +835,15 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     for key, cfg in configs:
         timings = {c: summarize(xs, calls_per_round=calls[key][c]) for c, xs in raw[key].items()}
         med = {c: v["median_us"] for c, v in timings.items()}
-        ours_key = "ours" if cfg[0] == "path" else "ours projection"
         entry: dict[str, Any] = {
             "config": key,
             "kind": cfg[0],
             "manifold": cfg[1],
             "timings": timings,
-            "ratio_flow_matching_over_ours": med["flow_matching"] / med[ours_key],
         }
+        if cfg[0] != "components":
+            ours_key = "ours" if cfg[0] == "path" else "ours projection"
+            entry["ratio_flow_matching_over_ours"] = med["flow_matching"] / med[ours_key]
         if cfg[0] == "step":
             entry["method"], entry["field"] = cfg[2], cfg[3]
             entry["ratios_flow_matching_over"] = {
@@ -862,6 +891,28 @@ def speed_tables(sp: dict[str, Any]) -> dict[str, str]:
         ],
         path_rows,
     )
+    comp = {r["manifold"]: r["timings"] for r in sp["results"] if r["kind"] == "components"}
+    rows = []
+    for op in COMPONENTS:
+        row = [op]
+        for name in ("S2", "T2"):
+            tm = comp.get(name, {})
+            if op in tm:  # the same call for both (the field) or ours only (the flag)
+                shared = op.startswith("field")
+                row += [_us(tm[op]["median_us"]), "same" if shared else "none"]
+            else:
+                row += [_us(tm[f"{who} {op}"]["median_us"]) for who in ("ours", "flow_matching")]
+        rows.append(row)
+    tables["components"] = markdown_table(
+        [
+            "operation (µs)",
+            "S^2 ours",
+            "S^2 flow_matching",
+            "T^2 ours",
+            "T^2 flow_matching",
+        ],
+        rows,
+    )
     schemes = sp["schemes"]
     for kind in sorted({r.get("field") for r in sp["results"] if r["kind"] == "step"}):
         rows = []
@@ -894,7 +945,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", nargs="+", default=["euler", "midpoint", "rk4"])
     p.add_argument("--fields", nargs="+", choices=["rotation", "mlp"], default=["rotation", "mlp"])
     p.add_argument("--rounds", type=int, default=15, help="timed rounds per pass")
-    p.add_argument("--passes", type=int, default=2, help="passes over all configurations")
+    p.add_argument("--passes", type=int, default=3, help="passes over all configurations")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
