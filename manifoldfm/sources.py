@@ -144,7 +144,7 @@ class Gaussian:
         if self.std != 1.0:
             z = z / self.std
         const = self.dim * (math.log(self.std) + 0.5 * math.log(2 * math.pi))
-        return -0.5 * z.reshape(x.shape[0], -1).square().sum(dim=1) - const
+        return -0.5 * z.reshape(x.shape[0], self.dim).square().sum(dim=1) - const
 
 
 def _check_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -403,15 +403,39 @@ def _torus_fourier_terms(scale: float, eps: float) -> int:
 
 @functools.lru_cache(maxsize=512)
 def _sphere_wraps(d: int, scale: float, eps: float) -> tuple[int, int]:
-    """Range ``(k_min, k_max)`` of preimage terms ``|u| = |r + 2 pi k|`` of the sphere's density.
+    """Range ``(k_min, k_max)`` of the preimage terms ``t_k = r + 2 pi k`` of the sphere's density.
 
-    The preimages of one point under ``exp`` lie on the shells ``pi m <= |u| < pi (m + 1)``,
-    one per shell; keeping the shells below ``R = scale sqrt(chi2_d.isf(eps))`` drops a
-    Gaussian mass below ``eps`` (the L1 error of the truncated density).
+    The terms ``|t|^(d-1) exp(-t^2 / (2 scale^2))`` (the common factor ``sin(r)^(1-d)`` aside)
+    fall on the shells ``m pi <= |t| <= (m + 1) pi``, one per shell: ``m = 2k`` for
+    ``k >= 0`` and ``m = -2k - 1`` for ``k < 0``. Keeping the shells ``m < M`` with ``M``
+    beyond the maximum of the terms (at ``|t| = scale sqrt(d - 1)``) bounds the omitted ones
+    by ``sum_{m >= M} ((m + 1) pi)^(d-1) exp(-(m pi)^2 / (2 scale^2))``; the kept sum is at
+    least the shell-1 term, ``>= pi^(d-1) exp(-2 pi^2 / scale^2)``, for every ``r`` in
+    ``[0, pi]``. ``M`` is the smallest with a ratio below ``eps``: a relative error below
+    ``eps`` at every point.
     """
-    radius = scale * math.sqrt(float(special.chdtri(d, eps)))
-    shells = max(1, math.ceil(radius / math.pi))
+    inv = 0.5 / (scale * scale)
+    log_floor = (d - 1) * math.log(math.pi) - 4.0 * math.pi**2 * inv + math.log(eps)
+    peak = scale * math.sqrt(d - 1)
+    shells = max(2, math.ceil(peak / math.pi) + 1)
+    while True:
+        logs = [
+            (d - 1) * math.log((m + 1) * math.pi) - (m * math.pi) ** 2 * inv
+            for m in range(shells, shells + 64)
+        ]
+        top = max(logs)
+        if top + math.log(math.fsum(math.exp(v - top) for v in logs)) <= log_floor:
+            break
+        shells += 1
     return -(shells // 2), (shells - 1) // 2
+
+
+def _per_dim(values: list[float], like: Tensor, *, inverse: bool) -> Tensor | float:
+    """``values`` (or their inverses) shaped ``(k, 1)`` against ``like``; a float if all equal."""
+    vals = [1.0 / v for v in values] if inverse else values
+    if len(set(vals)) == 1:
+        return vals[0]
+    return torch.tensor(vals, dtype=like.dtype, device=like.device)[:, None]
 
 
 class WrappedNormal:
@@ -426,16 +450,18 @@ class WrappedNormal:
       angle. The density factorises over angles; with ``delta = wrap(x - loc)`` in
       ``[-pi, pi)`` each factor is the sum over wraps
       ``sum_k N(delta + 2 pi k; 0, scale^2)``, ``|k| <= K`` with ``K`` chosen from ``scale``
-      (``K = 2`` at ``scale = 1`` in float64). For ``scale > 2`` the same function is evaluated
-      by its Fourier series ``(1 + 2 sum_n exp(-n^2 scale^2 / 2) cos(n delta)) / (2 pi)`` (the
-      Poisson summation of the wraps), which needs fewer terms there.
+      (in float64 ``K = 1`` up to ``scale ~ 1``, ``K = 3`` at ``scale = 2``). For
+      ``scale > 2`` the same function is evaluated by its Fourier series
+      ``(1 + 2 sum_n exp(-n^2 scale^2 / 2) cos(n delta)) / (2 pi)`` (the Poisson summation of
+      the wraps), which needs fewer terms there (4 at ``scale = 2``, 1 from ``scale ~ 4.4``).
     * **Sphere(d)**: ``loc`` is a unit vector of length ``d + 1`` and ``scale`` a float (the
       tangent Gaussian is isotropic). With ``r = dist(loc, x)`` the preimages are
       ``|u| = |r + 2 pi k|``, ``k`` in ``Z`` (``u`` along ``log_loc(x)`` for ``k >= 0``, opposite
       for ``k < 0``), and the Jacobian of ``exp`` is ``(sin|u| / |u|)^(d - 1)``:
       ``p(x) = (2 pi scale^2)^(-d/2) sum_k |r + 2 pi k|^(d-1) / sin(r)^(d-1)
-      exp(-(r + 2 pi k)^2 / (2 scale^2))``. The terms kept cover the tangent Gaussian up to a
-      mass of ``eps``. For ``d >= 2`` the density is infinite at ``-loc`` and (through the
+      exp(-(r + 2 pi k)^2 / (2 scale^2))``, truncated with a relative error below ``eps`` at
+      every point (more terms as ``scale`` grows: 3 below ``scale ~ 0.6``, about
+      ``scale sqrt(2 log(1/eps)) / pi`` for large scales). For ``d >= 2`` the density is infinite at ``-loc`` and (through the
       terms ``k != 0``) at ``loc``; there ``sin r`` is floored at ``eps_for(dtype)``, so the
       value is large but finite, with finite gradients.
 
@@ -581,29 +607,25 @@ class WrappedNormal:
     def _torus_log_prob(self, delta: Tensor, eps: float) -> Tensor:
         scales = self._scales
         d = len(scales)
-        wrap_dims = [i for i in range(d) if scales[i] <= _WRAP_MAX_SCALE]
-        four_dims = [i for i in range(d) if scales[i] > _WRAP_MAX_SCALE]
         dt, dev = delta.dtype, delta.device
         out = delta.new_zeros(delta.shape[0])
+        wrap_dims = [i for i in range(d) if scales[i] <= _WRAP_MAX_SCALE]
         if wrap_dims:
             sig_w = [scales[i] for i in wrap_dims]
             k = _torus_wraps(max(sig_w), eps)
             shifts = torch.arange(-k, k + 1, dtype=dt, device=dev) * _TWO_PI
             dl = delta if len(wrap_dims) == d else delta[:, wrap_dims]
-            inv = torch.tensor([1.0 / s for s in sig_w], dtype=dt, device=dev)
-            z = (dl[..., None] + shifts) * inv[:, None]
-            const = sum(math.log(s) for s in sig_w) + 0.5 * len(sig_w) * _LOG_TWO_PI
+            z = (dl[..., None] + shifts) * _per_dim(sig_w, dl, inverse=True)
+            const = math.fsum(math.log(s) for s in sig_w) + 0.5 * len(sig_w) * _LOG_TWO_PI
             out = out + torch.logsumexp(-0.5 * z * z, dim=-1).sum(dim=-1) - const
+        four_dims = [i for i in range(d) if scales[i] > _WRAP_MAX_SCALE]
         if four_dims:
             sig_f = [scales[i] for i in four_dims]
             m = _torus_fourier_terms(min(sig_f), eps)
             harm = torch.arange(1, m + 1, dtype=dt, device=dev)
-            coef = torch.tensor(
-                [[2.0 * math.exp(-0.5 * (j * s) ** 2) for j in range(1, m + 1)] for s in sig_f],
-                dtype=dt,
-                device=dev,
-            )
             dl = delta if len(four_dims) == d else delta[:, four_dims]
+            hs = harm * _per_dim(sig_f, dl, inverse=False)  # (k, m) or (m,)
+            coef = 2.0 * torch.exp(-0.5 * hs * hs)
             series = (coef * torch.cos(dl[..., None] * harm)).sum(dim=-1)
             out = out + torch.log1p(series).sum(dim=-1) - len(sig_f) * _LOG_TWO_PI
         return out
@@ -619,20 +641,15 @@ class WrappedNormal:
         k_min, k_max = _sphere_wraps(d, sigma, eps)
         dt, dev = x.dtype, x.device
         inv2 = 0.5 / (sigma * sigma)
-        cols = [-inv2 * theta * theta + (d - 1) * torch.log(ratio)]
-        ks = [k for k in range(k_min, k_max + 1) if k != 0]
-        if ks:
-            shifts = torch.tensor([_TWO_PI * k for k in ks], dtype=dt, device=dev)
-            t = theta[:, None] + shifts  # |t| >= pi for k != 0
-            term = -inv2 * t * t
-            if d > 1:
-                log_s = torch.log(s.clamp_min(eps_for(x.dtype)))
-                term = term + (d - 1) * (torch.log(t.abs()) - log_s[:, None])
-            cols.append(term)
-            logs = torch.cat([cols[0][:, None], cols[1]], dim=1)
-            lse = torch.logsumexp(logs, dim=1)
-        else:
-            lse = cols[0]
+        term0 = -inv2 * theta * theta + (d - 1) * torch.log(ratio)  # k = 0
+        # k = k_min..k_max without 0 (at least k = -1: _sphere_wraps keeps two shells or more)
+        ks = torch.arange(k_min, k_max, dtype=dt, device=dev)
+        t = theta[:, None] + (ks + (ks >= 0).to(dt)) * _TWO_PI  # |t| >= pi
+        terms = -inv2 * t * t
+        if d > 1:
+            log_s = torch.log(s.clamp_min(eps_for(dt)))
+            terms = terms + (d - 1) * (torch.log(t.abs()) - log_s[:, None])
+        lse = torch.logsumexp(torch.cat([term0[:, None], terms], dim=1), dim=1)
         return lse - 0.5 * d * (_LOG_TWO_PI + 2.0 * math.log(sigma))
 
 
@@ -1004,6 +1021,5 @@ class Mixture:
             True
         """
         x = _check_points(x, self._shape, None)
-        lps = torch.stack([c.log_prob(x) for c in self.components], dim=-1)
-        logw = torch.tensor(self._log_weights, dtype=lps.dtype, device=lps.device)
-        return torch.logsumexp(lps + logw, dim=-1)
+        lps = [c.log_prob(x) + lw for c, lw in zip(self.components, self._log_weights, strict=True)]
+        return torch.logsumexp(torch.stack(lps, dim=-1), dim=-1)
