@@ -29,15 +29,16 @@ Part 2, speed (``--part speed``, ``B = 4096``, float32, ``--device cpu`` or ``cu
   with its default ``projx=True, proju=True``: the projection method (ambient Runge-Kutta
   stages, each stage point mapped back by ``projx``, each velocity by ``proju``), which is our
   ``manifold_scheme="projection"``; same number of velocity evaluations (1, 2, 4). Our
-  geodesic schemes are timed alongside.
+  default scheme ``expmap`` (Runge-Kutta in normal coordinates, full order on any manifold)
+  is timed alongside.
 
 Ratios are "their time / our time" (> 1: ours faster), from ``common.compare_timings``
 (interleaved rounds, medians).
 
 Usage::
 
-    benchmarks/.venv/bin/python benchmarks/bench_manifolds.py                 # both parts, ~3 min
-    benchmarks/.venv/bin/python benchmarks/bench_manifolds.py --part accuracy  # ~15 s
+    benchmarks/.venv/bin/python benchmarks/bench_manifolds.py                 # both parts, ~2 min
+    benchmarks/.venv/bin/python benchmarks/bench_manifolds.py --part accuracy  # ~10 s
     benchmarks/.venv/bin/python benchmarks/bench_manifolds.py --part speed --device cuda
 """
 
