@@ -230,7 +230,7 @@ def _check_points(x: object, shape: tuple[int, ...], manifold: Manifold | None) 
 
 
 def _as_loc(loc: object, shape: tuple[int, ...], where: str) -> Tensor:
-    """Validate a user's location tensor (finite, of ``shape``); return it detached in float64."""
+    """Validate a user's location (finite, of ``shape``); return it as a detached tensor."""
     if isinstance(loc, Tensor):
         if not loc.is_floating_point():
             raise TypeError(f"loc must have a floating dtype, got {loc.dtype}")
@@ -781,17 +781,16 @@ class VonMisesFisher:
     """
 
     def __init__(self, loc: Tensor, concentration: float) -> None:
-        if isinstance(loc, Tensor) and loc.ndim != 1:
-            raise ValueError(
-                f"loc must be a 1-D unit vector of shape (d + 1,), got {tuple(loc.shape)}"
-            )
-        n = (
-            loc.shape[0]
-            if isinstance(loc, Tensor)
-            else len(loc)
-            if isinstance(loc, Sequence)
-            else 0
-        )
+        if isinstance(loc, Tensor):
+            if loc.ndim != 1:
+                raise ValueError(
+                    f"loc must be a 1-D unit vector of shape (d + 1,), got {tuple(loc.shape)}"
+                )
+            n = loc.shape[0]
+        elif isinstance(loc, Sequence) and not isinstance(loc, str):
+            n = len(loc)
+        else:
+            raise TypeError(f"loc must be a torch.Tensor, got {type(loc).__name__}")
         if n < 2:
             raise ValueError(f"loc must have length d + 1 >= 2 (a point of S^d, d >= 1), got {n}")
         where = f"on Sphere({n - 1})"
