@@ -72,13 +72,19 @@ def solve_sde(
     :class:`~manifoldfm.AffinePath` with a standard Gaussian source). Times must then lie in
     ``[0, 1]``.
 
-    **Manifolds** (``manifold`` given): a geodesic random walk
-    ``x <- projx(expmap(x, proju(x, drift * dt + g * sqrt(|dt|) * z)))`` with ``z`` a standard
-    normal in the ambient space projected onto the tangent space (exact Brownian increments
-    for embedded submanifolds with the induced metric, such as spheres). The score must then
-    come from the ``score`` callable (a Riemannian score, tangent at ``x``); without it the
-    walk adds Brownian noise to the flow and does **not** keep its marginals. ``path`` is not
-    accepted on a manifold.
+    **Manifolds** (``manifold`` given): the geodesic random walk
+    ``x <- projx(expmap(x, drift * dt + g * sqrt(|dt|) * z))`` with ``z =
+    manifold.random_tangent(x)`` a standard Gaussian in the tangent space w.r.t. the Riemannian
+    metric (identity covariance in an orthonormal basis, e.g. ``x @ hat(w)`` with ``w`` standard
+    normal on ``SO3``), so that the noise is Brownian motion on the manifold, converging (as
+    ``dt -> 0``) to the diffusion with generator ``drift + g^2 / 2 * Laplace-Beltrami``. For an
+    object without ``random_tangent``, ``z`` is an ambient standard normal projected with
+    ``proju`` (right for submanifolds with the induced metric, such as spheres). With ``v`` as
+    the drift and no ``score`` this samples the SDE ``dx = v dt + g dB`` (e.g. ``v = 0`` gives
+    Brownian motion, whose law tends to the uniform one on a compact manifold). To keep the
+    marginals of the flow, pass ``score`` (a Riemannian score, tangent at ``x``); without it the
+    walk adds noise to the flow and does **not** keep its marginals. ``path`` is not accepted
+    on a manifold.
 
     Args:
         v: the velocity field ``v(x, t, **cond) -> Tensor``.
@@ -90,7 +96,8 @@ def solve_sde(
         generator: random generator of the noise (on ``x0``'s device).
         t0: start time.
         t1: end time (``t1 < t0`` runs backwards).
-        manifold: optional manifold with geoopt's ``proju``, ``expmap``, ``projx``.
+        manifold: optional manifold with geoopt's ``proju``, ``expmap``, ``projx`` (and
+            ``random_tangent(x, generator=...)``, as every library manifold has).
         score: optional ``score(x, t, **cond) -> Tensor``, the gradient of ``log p_t``.
         save_trajectory: keep every state in ``xs``.
         cond: keyword arguments forwarded to ``v`` (and ``score``).
@@ -115,6 +122,15 @@ def solve_sde(
         ... )
         >>> sol.x.shape, sol.nfe, float(sol.ts[-1])
         (torch.Size([4, 2]), 20, 1.0)
+
+        Brownian motion on S^2 (zero drift): ``E[<x_t, x_0>] = exp(-t)``.
+
+        >>> from manifoldfm.manifolds import Sphere
+        >>> x0 = Sphere(2).origin(20000, dtype=torch.float64)
+        >>> zero = lambda x, t: torch.zeros_like(x)
+        >>> sol = solve_sde(zero, x0, diffusion=1.0, steps=50, manifold=Sphere(2), generator=g)
+        >>> round(float(sol.x[:, 0].mean()), 2)  # exp(-1) = 0.37
+        0.37
 
     References:
         Song et al. Score-Based Generative Modeling through Stochastic Differential Equations.
@@ -186,9 +202,7 @@ def solve_sde(
             if sc is not None and manifold is not None:
                 sc = manifold.proju(x, sc)
             drift = vel if sc is None else vel + ((0.5 * sign) * g * g) * sc
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            if manifold is not None:
-                z = manifold.proju(x, z)
+            z = _noise(x, manifold, generator)
             x = _advance(x, drift * h + (g * math.sqrt(abs(h))) * z, manifold)
         tracker.record(x, t_next)
         if save_trajectory:
@@ -197,6 +211,16 @@ def solve_sde(
     ts = torch.tensor(grid, dtype=x0.dtype, device=x0.device)
     xs = torch.stack(states) if save_trajectory else torch.stack([x0, x])
     return SDESolution(x=x, ts=ts, xs=xs, nfe=field.nfe)
+
+
+def _noise(x: Tensor, manifold: ManifoldLike | None, generator: torch.Generator | None) -> Tensor:
+    """Standard Gaussian increments: ambient, or in the tangent space at ``x`` on a manifold."""
+    sampler = getattr(manifold, "random_tangent", None)
+    if callable(sampler):
+        z: Tensor = sampler(x, generator=generator)
+        return z
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return z if manifold is None else manifold.proju(x, z)
 
 
 def _advance(x: Tensor, u: Tensor, manifold: ManifoldLike | None) -> Tensor:
