@@ -4,13 +4,25 @@ from .likelihood import DIVERGENCES, LogDensity, divergence, log_likelihood
 from .ode import METHODS, solve_ode
 from .results import LikelihoodResult, ODESolution, SDESolution
 from .sde import ScorePath, solve_sde
-from .steps import DOPRI5, EULER, HEUN, MIDPOINT, RK4, TABLEAUX, ButcherTableau, rk_step
+from .steps import (
+    DOPRI5,
+    EULER,
+    HEUN,
+    MANIFOLD_SCHEMES,
+    MIDPOINT,
+    RK4,
+    TABLEAUX,
+    ButcherTableau,
+    dlogmap,
+    rk_step,
+)
 
 __all__ = [
     "DIVERGENCES",
     "DOPRI5",
     "EULER",
     "HEUN",
+    "MANIFOLD_SCHEMES",
     "METHODS",
     "MIDPOINT",
     "RK4",
@@ -22,6 +34,7 @@ __all__ = [
     "SDESolution",
     "ScorePath",
     "divergence",
+    "dlogmap",
     "log_likelihood",
     "rk_step",
     "solve_ode",

@@ -27,7 +27,13 @@ __all__ = [
 
 @runtime_checkable
 class ManifoldLike(Protocol):
-    """What the solvers need from a manifold (geoopt method names and argument order)."""
+    """What the solvers need from a manifold (geoopt method names and argument order).
+
+    Optional methods, used where present: ``logmap(x, y)`` (the ``"expmap"`` scheme of
+    :func:`~manifoldfm.solvers.solve_ode` differentiates it unless ``dlogmap(x, y, u)``, its
+    differential in ``y``, is given too) and ``random_tangent(x, *, generator)`` (the noise
+    of :func:`~manifoldfm.solvers.solve_sde`). Every library manifold has them.
+    """
 
     def proju(self, x: Tensor, u: Tensor) -> Tensor: ...
 

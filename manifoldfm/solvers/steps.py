@@ -210,7 +210,7 @@ def dlogmap(manifold: ManifoldLike, x: Tensor, y: Tensor, u: Tensor) -> Tensor:
     Example:
         >>> import torch
         >>> from manifoldfm.manifolds import Sphere
-        >>> from manifoldfm.solvers.steps import dlogmap
+        >>> from manifoldfm.solvers import dlogmap
         >>> s2 = Sphere(2)
         >>> x = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
         >>> y = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)  # a quarter turn away
