@@ -34,7 +34,7 @@ from .solvers import (
     solve_ode,
     solve_sde,
 )
-from .sources import Gaussian
+from .sources import Gaussian, Mixture, Uniform, VonMisesFisher, WrappedNormal
 
 __version__ = "0.1.0.dev0"
 
@@ -56,6 +56,7 @@ __all__ = [
     "LikelihoodResult",
     "LinearGaussianPath",
     "Manifold",
+    "Mixture",
     "ODESolution",
     "PathSample",
     "Polynomial",
@@ -68,6 +69,9 @@ __all__ = [
     "SchrodingerBridgePath",
     "SinkhornOT",
     "Sphere",
+    "Uniform",
+    "VonMisesFisher",
+    "WrappedNormal",
     "__version__",
     "cfm_loss",
     "checks",

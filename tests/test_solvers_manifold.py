@@ -469,3 +469,24 @@ def test_brownian_motion_on_so3_uses_the_bi_invariant_metric():
         assert _z(c.mean().item(), math.exp(-1.0), c) < 4
     off = rel[:, 0, 1]
     assert _z(off.mean().item(), 0.0, off) < 4
+
+
+def test_solvers_check_the_initial_state_once_at_the_boundary():
+    import manifoldfm as mfm
+
+    x = S2.random_uniform(4, generator=torch.Generator().manual_seed(0), dtype=F64)
+    field = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    for solve in (
+        lambda x0: solve_ode(field, x0, steps=2, manifold=S2),
+        lambda x0: solve_sde(field, x0, diffusion=0.1, steps=2, manifold=S2),
+    ):
+        with mfm.checks(manifold=True), pytest.raises(ValueError, match="x0 .* is not on"):
+            solve(2 * x)
+        with pytest.raises(ValueError, match="x0"):  # shape: always checked
+            solve(torch.ones(4, 2, dtype=F64))
+
+
+def test_a_field_of_another_dtype_is_refused():
+    x = S2.random_uniform(4, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    with pytest.raises(TypeError, match="dtype torch.float32, got torch.float64"):
+        solve_ode(lambda x, t: torch.zeros_like(x, dtype=F64), x, steps=2, manifold=S2)

@@ -78,10 +78,10 @@ def _taylor_threshold(dtype: torch.dtype) -> float:
 def norm(v: Tensor, dims: int | tuple[int, ...] = -1, *, keepdim: bool = False) -> Tensor:
     """Euclidean norm over ``dims``, zero gradient at 0, exact while the squares stay normal.
 
-    ``safe_sqrt`` with the dtype's smallest normal as floor: unlike ``torch.linalg.norm`` its
-    gradient is finite (zero) at ``v = 0``, and unlike a dtype-``eps`` floor it keeps tiny norms
-    exact (needed for small-angle accuracy in float32): down to about 1e-19 in float32 and
-    1e-154 in float64, where the squared norm leaves the normal range.
+    ``torch.linalg.vector_norm``: its gradient is zero (finite) at ``v = 0`` and, unlike a
+    dtype-``eps`` floor, it keeps tiny norms exact (needed for small-angle accuracy in
+    float32): down to about 1e-19 in float32 and 1e-154 in float64, where the squared norm
+    leaves the normal range.
 
     Example:
         >>> import torch
@@ -93,8 +93,8 @@ def norm(v: Tensor, dims: int | tuple[int, ...] = -1, *, keepdim: bool = False) 
         >>> norm(torch.tensor([3e-18, 4e-18]))
         tensor(5.0000e-18)
     """
-    sq = (v * v).sum(dim=dims, keepdim=keepdim)
-    return safe_sqrt(sq, eps=_tiny_root(v.dtype))
+    # one fused kernel; its backward is masked to zero where the norm is zero
+    return torch.linalg.vector_norm(v, dim=dims, keepdim=keepdim)
 
 
 def sinc_sq(t2: Tensor) -> Tensor:

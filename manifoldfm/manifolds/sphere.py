@@ -116,9 +116,10 @@ class Sphere(Manifold):
 
     def _projx(self, x: Tensor) -> Tensor:
         n = norm(x, keepdim=True)
-        e0 = torch.zeros_like(x)
-        e0[..., 0] = 1.0
-        return torch.where(n > 0, x / torch.where(n > 0, n, 1.0), e0)
+        e0 = x.new_zeros(x.shape[-1])
+        e0[0] = 1.0
+        # x / max(n, tiny) is 0 (with a zero gradient) where n = 0, and e0 is taken there
+        return torch.where(n > 0, x / n.clamp_min(torch.finfo(x.dtype).tiny), e0)
 
     def _proju(self, x: Tensor, u: Tensor) -> Tensor:
         return u - self._dot(x, u) * x

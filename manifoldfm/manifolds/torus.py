@@ -23,24 +23,57 @@ def wrap_angle(x: Tensor) -> Tensor:
         >>> wrap_angle(torch.tensor([-0.5, 2 * math.pi, 7.0], dtype=torch.float64))
         tensor([5.7832, 0.0000, 0.7168], dtype=torch.float64)
     """
-    r = x - _TWO_PI * torch.floor(x / _TWO_PI)
-    # Rounding can land exactly on 2 pi (e.g. for -1e-9 in float32) or a hair below 0.
-    r = torch.where(r >= _TWO_PI, r - _TWO_PI, r)
-    return torch.where(r < 0, r + _TWO_PI, r)
+    # remainder is fmod (exact) plus 2 pi for negative inputs; that sum can round up to 2 pi
+    # itself (e.g. for -1e-9 in float32), which is 0 on the circle. Never below 0.
+    r = torch.remainder(x, _TWO_PI)
+    return torch.where(r >= _TWO_PI, r - _TWO_PI, r)
 
 
-def wrap_difference(d: Tensor) -> Tensor:
+def wrap_difference(d: Tensor, x: Tensor | None = None) -> Tensor:
     """Wrap angle differences to ``[-pi, pi)``: ``+pi`` and ``-pi`` both give ``-pi``.
+
+    With one argument, ``d`` is the difference. With two, the difference ``d - x`` of the
+    angles ``d`` and ``x`` in ``[0, 2 pi)`` is wrapped without forming ``d - x`` first: the
+    period is taken off whichever angle sits above ``pi``, exactly, so a short difference
+    across the seam ``0 = 2 pi`` is as accurate as one away from it (in float32, forming
+    ``d - x`` first rounds it to a multiple of about ``5e-7``).
 
     Example:
         >>> import math, torch
         >>> from manifoldfm.manifolds.torus import wrap_difference
         >>> wrap_difference(torch.tensor([math.pi, -math.pi, 4.0], dtype=torch.float64))
         tensor([-3.1416, -3.1416, -2.2832], dtype=torch.float64)
+        >>> y, x = torch.tensor([6.2831]), torch.tensor([1e-4])  # float32, across the seam
+        >>> exact = float(y.double() - 2 * math.pi - x.double())
+        >>> abs(float(wrap_difference(y, x)) - exact) < 1e-10  # float32 rounding of the result
+        True
     """
-    r = d - _TWO_PI * torch.floor((d + math.pi) / _TWO_PI)
+    # 2 pi = hi + lo, hi rounded to the dtype. Subtracting k lo keeps the relative accuracy of
+    # short differences across the seam; it is skipped from a quarter turn on, where it is
+    # below an ulp's worth, so that the half-turn convention holds in every dtype.
+    hi, lo = _two_pi_parts(d.dtype)
+    diff = d if x is None else d - x
+    k = torch.floor((diff + math.pi) / _TWO_PI)
+    if x is None:
+        r = d - k * hi
+    else:
+        # y - hi is exact for y in [pi, 2 pi] (Sterbenz), and so is x - hi
+        r = torch.where(k > 0, d - k * hi, d) - torch.where(k < 0, x + k * hi, x)
+    r = torch.where(r.abs() < 0.5 * math.pi, r - k * lo, r)
     r = torch.where(r >= math.pi, r - _TWO_PI, r)
     return torch.where(r < -math.pi, r + _TWO_PI, r)
+
+
+_TWO_PI_PARTS: dict[torch.dtype, tuple[float, float]] = {}
+
+
+def _two_pi_parts(dtype: torch.dtype) -> tuple[float, float]:
+    """``2 pi = hi + lo`` with ``hi`` the value of ``2 pi`` rounded to ``dtype``."""
+    parts = _TWO_PI_PARTS.get(dtype)
+    if parts is None:
+        hi = float(torch.tensor(_TWO_PI, dtype=dtype))
+        parts = _TWO_PI_PARTS[dtype] = (hi, _TWO_PI - hi)
+    return parts
 
 
 class FlatTorus(Manifold):
@@ -96,7 +129,7 @@ class FlatTorus(Manifold):
         return wrap_angle(x)
 
     def _proju(self, x: Tensor, u: Tensor) -> Tensor:
-        return u.expand(torch.broadcast_shapes(x.shape, u.shape))
+        return u if u.shape == x.shape else u.expand(torch.broadcast_shapes(x.shape, u.shape))
 
     def _inner(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
         out = (u * v).sum(-1)
@@ -106,10 +139,10 @@ class FlatTorus(Manifold):
         return wrap_angle(x + u)
 
     def _logmap(self, x: Tensor, y: Tensor) -> Tensor:
-        return wrap_difference(y - x)
+        return wrap_difference(y, x)
 
     def _dist(self, x: Tensor, y: Tensor) -> Tensor:
-        return norm(wrap_difference(y - x))
+        return norm(wrap_difference(y, x))
 
     def _dlogmap(self, x: Tensor, y: Tensor, u: Tensor) -> Tensor:
         return u.expand(torch.broadcast_shapes(x.shape, y.shape, u.shape))

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .._utils import check_choice, check_finite
+from ..manifolds.base import Manifold
 from ._common import (
     CountedField,
     ManifoldLike,
@@ -18,6 +19,9 @@ from ._common import (
     check_state,
     check_steps,
     check_time,
+    expmap,
+    proju,
+    projx,
 )
 from .ode import METHODS, solve_ode
 from .results import LikelihoodResult
@@ -122,7 +126,7 @@ def divergence(
                 # Row i of P J is e_i^T P J = (J^T P e_i)^T: a vector-Jacobian product.
                 e_i = torch.zeros_like(flat)
                 e_i[:, i] = 1.0
-                p_i = manifold.proju(point, e_i.reshape(x.shape))
+                p_i = proju(manifold, point, e_i.reshape(x.shape))
                 (grad,) = torch.autograd.grad(
                     out, x, grad_outputs=p_i, retain_graph=i < dim - 1, allow_unused=True
                 )
@@ -138,7 +142,7 @@ def divergence(
     for k in range(n):
         eps = probes[k]
         if manifold is not None:
-            eps = manifold.proju(point, eps.reshape(x.shape)).reshape(batch, dim)
+            eps = proju(manifold, point, eps.reshape(x.shape)).reshape(batch, dim)
         (vjp,) = torch.autograd.grad(
             out, x, grad_outputs=eps.reshape(out.shape), retain_graph=k < n - 1, allow_unused=True
         )
@@ -304,7 +308,7 @@ def log_likelihood(
             if manifold is not None:
                 if not out.requires_grad:  # else proju would hide a missing graph
                     raise ValueError(f"log_likelihood: {_NO_GRAPH}")
-                out = manifold.proju(x, out)
+                out = proju(manifold, x, out)
             div = _divergence(out, x, probes, manifold)
         return torch.cat([out.detach().reshape(z.shape[0], dim), div[:, None]], dim=1)
 
@@ -363,18 +367,19 @@ class _WithIntegral:
         return torch.cat([x.reshape(x.shape[0], self.dim), last], dim=1)
 
     def proju(self, z: Tensor, u: Tensor) -> Tensor:
-        return self._join(self.manifold.proju(self._point(z), self._point(u)), u[:, self.dim :])
+        return self._join(proju(self.manifold, self._point(z), self._point(u)), u[:, self.dim :])
 
     def expmap(self, z: Tensor, u: Tensor) -> Tensor:
-        x = self.manifold.expmap(self._point(z), self._point(u))
+        x = expmap(self.manifold, self._point(z), self._point(u))
         return self._join(x, z[:, self.dim :] + u[:, self.dim :])
 
     def projx(self, z: Tensor) -> Tensor:
-        return self._join(self.manifold.projx(self._point(z)), z[:, self.dim :])
+        return self._join(projx(self.manifold, self._point(z)), z[:, self.dim :])
 
     def logmap(self, z: Tensor, w: Tensor) -> Tensor:
         duck: Any = self.manifold
-        u = duck.logmap(self._point(z), self._point(w))
+        log = duck._logmap if isinstance(duck, Manifold) else duck.logmap
+        u = log(self._point(z), self._point(w))
         return self._join(u, w[:, self.dim :] - z[:, self.dim :])
 
     def dlogmap(self, z: Tensor, w: Tensor, u: Tensor) -> Tensor:

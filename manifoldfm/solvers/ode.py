@@ -20,6 +20,7 @@ from ._common import (
     check_state,
     check_steps,
     check_time,
+    require_point,
     uniform_grid,
 )
 from .results import ODESolution
@@ -147,6 +148,7 @@ def solve_ode(
     x0 = check_state(x0, "x0")
     method = check_choice(method, "method", METHODS)
     check_manifold(manifold)
+    require_point(manifold, x0, "x0")
     cond_kw = check_cond(cond)
     field = CountedField(v, cond_kw, manifold)
     t0, t1 = check_time(t0, "t0"), check_time(t1, "t1")

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .._utils import broadcast_time, check_positive
+from ..manifolds.base import Manifold
 from ._common import (
     CountedField,
     FiniteTracker,
@@ -20,6 +21,10 @@ from ._common import (
     check_state,
     check_steps,
     check_time,
+    expmap,
+    proju,
+    projx,
+    require_point,
     uniform_grid,
 )
 from .results import SDESolution
@@ -139,6 +144,7 @@ def solve_sde(
     """
     x0 = check_state(x0, "x0")
     check_manifold(manifold)
+    require_point(manifold, x0, "x0")
     cond_kw = check_cond(cond)
     field = CountedField(v, cond_kw, manifold)
     steps = check_steps(steps)
@@ -187,7 +193,7 @@ def solve_sde(
         tt = field.time(x, t)
         vel = field.raw(x, tt)
         if manifold is not None:
-            vel = manifold.proju(x, vel)
+            vel = proju(manifold, x, vel)
         if not noisy:
             x = _advance(x, vel * h, manifold)
         else:
@@ -200,7 +206,7 @@ def solve_sde(
             else:
                 sc = None
             if sc is not None and manifold is not None:
-                sc = manifold.proju(x, sc)
+                sc = proju(manifold, x, sc)
             drift = vel if sc is None else vel + ((0.5 * sign) * g * g) * sc
             z = _noise(x, manifold, generator)
             x = _advance(x, drift * h + (g * math.sqrt(abs(h))) * z, manifold)
@@ -215,18 +221,20 @@ def solve_sde(
 
 def _noise(x: Tensor, manifold: ManifoldLike | None, generator: torch.Generator | None) -> Tensor:
     """Standard Gaussian increments: ambient, or in the tangent space at ``x`` on a manifold."""
+    if isinstance(manifold, Manifold):
+        return manifold._random_tangent(x, generator)
     sampler = getattr(manifold, "random_tangent", None)
     if callable(sampler):
         z: Tensor = sampler(x, generator=generator)
         return z
     z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return z if manifold is None else manifold.proju(x, z)
+    return z if manifold is None else proju(manifold, x, z)
 
 
 def _advance(x: Tensor, u: Tensor, manifold: ManifoldLike | None) -> Tensor:
     if manifold is None:
         return x + u
-    return manifold.projx(manifold.expmap(x, manifold.proju(x, u)))
+    return projx(manifold, expmap(manifold, x, proju(manifold, x, u)))
 
 
 def _diffusion(g_fn: Callable[[Tensor], Tensor | float], t: Tensor, x: Tensor) -> Tensor | float:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..manifolds import Manifold
-from ._common import ManifoldLike
+from ._common import ManifoldLike, expmap, projx
 
 __all__ = [
     "DOPRI5",
@@ -171,8 +171,8 @@ def _move(x: Tensor, u: Tensor | None, manifold: ManifoldLike | None, scheme: st
     if manifold is None:
         return x + u
     if scheme == "projection":
-        return manifold.projx(x + u)
-    return manifold.projx(manifold.expmap(x, u))
+        return projx(manifold, x + u)
+    return projx(manifold, expmap(manifold, x, u))
 
 
 def has_logmap(manifold: object) -> bool:
