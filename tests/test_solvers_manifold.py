@@ -480,7 +480,7 @@ def test_solvers_check_the_initial_state_once_at_the_boundary():
         lambda x0: solve_ode(field, x0, steps=2, manifold=S2),
         lambda x0: solve_sde(field, x0, diffusion=0.1, steps=2, manifold=S2),
     ):
-        with mfm.checks(manifold=True), pytest.raises(ValueError, match="x0 .* is not on"):
+        with mfm.checks(manifold=True), pytest.raises(ValueError, match=r"x0 .* is not on"):
             solve(2 * x)
         with pytest.raises(ValueError, match="x0"):  # shape: always checked
             solve(torch.ones(4, 2, dtype=F64))
@@ -488,5 +488,5 @@ def test_solvers_check_the_initial_state_once_at_the_boundary():
 
 def test_a_field_of_another_dtype_is_refused():
     x = S2.random_uniform(4, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
-    with pytest.raises(TypeError, match="dtype torch.float32, got torch.float64"):
+    with pytest.raises(TypeError, match=r"dtype torch\.float32, got torch\.float64"):
         solve_ode(lambda x, t: torch.zeros_like(x, dtype=F64), x, steps=2, manifold=S2)
