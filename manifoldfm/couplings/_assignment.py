@@ -43,8 +43,6 @@ SOLVERS = ("auto", "lsa", "auction")
 
 #: Below this size the dual pre-reduction costs more than it saves (measured crossover ~110).
 _WARM_MIN = 112
-#: From this size ``solver="auto"`` uses the auction for tensors that are not on the CPU.
-_AUCTION_MIN_SIZE = 2048
 #: Relative size of the duality gap the auction certifies (times the largest |cost|).
 _AUCTION_REL_GAP = 1e-9
 
@@ -177,20 +175,18 @@ def solve_assignment(
 ) -> Tensor:
     """Optimal permutation for a square cost matrix: ``j[i]`` is the column of row ``i``.
 
-    ``solver="auto"`` uses ``"lsa"``, except for tensors off the CPU with at least
-    ``_AUCTION_MIN_SIZE`` rows, which go to ``"auction"``. With
-    ``overwrite`` the solver may scribble over ``cost``. The result is an int64 tensor on
+    ``solver="auto"`` is ``"lsa"`` on every device. With ``overwrite`` the solver may scribble
+    over ``cost``. The result is an int64 tensor on
     ``cost``'s device.
     """
     n = cost.shape[0]
     if n == 1:
         return torch.zeros(1, dtype=torch.long, device=cost.device)
     if solver == "auto":
-        # the host solver takes well under 0.1 s up to ~1000 points (measured), which the
-        # round-by-round auction is unlikely to beat on a device; beyond that it grows
-        # roughly cubically and the device auction is the better bet
-        on_device = cost.device.type != "cpu" and n >= _AUCTION_MIN_SIZE
-        solver = "auction" if on_device else "lsa"
+        # measured on an H200 at 4096 points (float32 Gaussians): the host solver after the
+        # dual pre-reduction took 1.5-2.0 s in 2-D and 0.9-1.0 s in 3072-D, the device
+        # auction 8.8-9.6 s and 2.6-2.9 s (benchmarks/README.md, section 3)
+        solver = "lsa"
     if solver == "auction":
         return _auction_solve(cost, max_rounds)
     host, fresh = _host_matrix(cost)
