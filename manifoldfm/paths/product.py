@@ -12,6 +12,7 @@ from .._utils import as_time
 from ..manifolds.base import Manifold
 from ..manifolds.euclidean import Euclidean
 from ..manifolds.product import Product
+from ..manifolds.se3 import SE3
 from .base import PathSample, ProbPath
 from .geodesic import GeodesicPath, _check_points
 
@@ -41,11 +42,12 @@ class ProductPath:
 
     Args:
         paths: the factor paths, in the order of the product's factors (at least one).
-        manifold: the ``Product`` manifold; required when a path has no ``manifold``.
+        manifold: the ``Product`` (or ``SE3``) manifold; required when a path has no
+            ``manifold``.
 
     Attributes:
         paths: the factor paths (a tuple).
-        manifold: the ``Product`` manifold.
+        manifold: the ``Product`` (or ``SE3``) manifold.
         singular_times: the union of the factor paths' singular times.
 
     Raises:
@@ -66,9 +68,18 @@ class ProductPath:
         (torch.Size([8, 12]), torch.Size([8, 12]))
         >>> path.singular_times  # Polynomial(0.5) has an infinite speed at t = 0
         (0.0,)
+
+        On SE(3) frames, ``(B, N, 4, 4)``:
+
+        >>> from manifoldfm.manifolds import SE3
+        >>> frames = ProductPath([GeodesicPath(SO3(), Polynomial(0.5)), AffinePath(CondOT())], manifold=SE3())
+        >>> x0, x1 = SE3().random(8, 5, generator=g), SE3().random(8, 5, generator=g)
+        >>> s = frames.sample(x0, x1, torch.rand(8, generator=g))
+        >>> s.xt.shape, bool((s.ut[..., 3, :] == 0).all())
+        (torch.Size([8, 5, 4, 4]), True)
     """
 
-    def __init__(self, paths: Sequence[ProbPath], *, manifold: Product | None = None) -> None:
+    def __init__(self, paths: Sequence[ProbPath], *, manifold: Product | SE3 | None = None) -> None:
         if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence):
             raise TypeError(f"paths must be a sequence of paths, got {type(paths).__name__}")
         paths = tuple(paths)
@@ -94,8 +105,10 @@ class ProductPath:
                 )
             manifold = Product(*own)  # type: ignore[arg-type]
         else:
-            if not isinstance(manifold, Product):
-                raise TypeError(f"manifold must be a Product, got {type(manifold).__name__}")
+            if not isinstance(manifold, (Product, SE3)):
+                raise TypeError(
+                    f"manifold must be a Product or an SE3, got {type(manifold).__name__}"
+                )
             factors = manifold._ms
             if len(factors) != len(paths):
                 raise ValueError(f"{manifold!r} has {len(factors)} factors, got {len(paths)} paths")
@@ -110,7 +123,7 @@ class ProductPath:
                         f"factor {i}: the path is on {m!r} but the product's factor is {f!r}"
                     )
         self.paths: tuple[Any, ...] = paths
-        self.manifold: Product = manifold
+        self.manifold: Product | SE3 = manifold
         times: set[float] = set()
         for p in paths:
             times.update(getattr(p, "singular_times", ()))
@@ -162,4 +175,6 @@ class ProductPath:
                 xt, ut = s.xt, s.ut
             xts.append(xt)
             uts.append(ut)
+        if isinstance(m, SE3):
+            return m._join(xts), m._join_tangent(uts)
         return m._join(xts), m._join(uts)
