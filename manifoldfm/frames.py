@@ -354,7 +354,7 @@ def to_backbone(
     ``O = C - 1.231 (u_CA + u_N) / |u_CA + u_N|`` with ``u_CA``, ``u_N`` the unit vectors from
     C(i) to CA(i) and to N(i+1), so the angles CA-C-O and O-C-N are equal (121.9 degrees with the
     ideal CA-C-N of 116.2). When residue ``i`` has no linked successor (last residue, the next
-    residue masked, a different ``chain_index``, or CA-C-N(i+1) straight within 0.1 degree) the
+    residue masked, a different ``chain_index``, or CA-C-N(i+1) straight within 0.06 degree) the
     successor's N is placed from frame ``i`` alone with the ideal peptide geometry and the
     dihedral ``N-CA-C-N(next) = terminal_psi``, and the same construction applies; this is
     the O of an ideal chain continuing with that psi.
