@@ -318,13 +318,13 @@ def from_backbone(
     e2, l2 = _unit(u2)
     if value_checks_enabled() and n.numel() > 0:
         finite = torch.isfinite(torch.cat([n, ca, c], dim=-1)).all(-1)
-        if not bool(finite.all()):
-            raise ValueError(
-                f"backbone coordinates of shape {_shape(n)} are not finite at residue(s) "
-                f"{_indices(~finite)} (mask missing residues instead)"
-            )
         bad = (l1[..., 0] <= eps) | (l2[..., 0] <= eps)
-        if bool(bad.any()):
+        if bool((bad | ~finite).any()):  # one host-device sync for both checks
+            if not bool(finite.all()):
+                raise ValueError(
+                    f"backbone coordinates of shape {_shape(n)} are not finite at residue(s) "
+                    f"{_indices(~finite)} (mask missing residues instead)"
+                )
             raise ValueError(
                 "degenerate backbone (|C - CA| or the distance of N from the line CA-C is "
                 f"<= eps={eps:g}: coincident or collinear atoms) at residue(s) {_indices(bad)}"

@@ -26,6 +26,7 @@ from manifoldfm.frames import (
     to_backbone,
     write_pdb,
 )
+from manifoldfm.manifolds.so3 import rotvec_to_rotmat
 
 from .conftest import DEVICES
 from .strategies import dtypes, seeds
@@ -185,6 +186,19 @@ def test_to_backbone_from_backbone_round_trip(seed, dtype):
     back = from_backbone(atoms[..., 0, :], atoms[..., 1, :], atoms[..., 2, :])
     tol = 1e-10 if dtype == F64 else 5e-5
     assert (back - f).abs().max() < tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("angle", [0.0, 1e-8, math.pi - 1e-6, math.pi])
+def test_round_trip_at_rotation_angle_edges(angle, dtype):
+    axis = torch.tensor([0.6, -0.8, 0.0], dtype=F64)
+    r = rotvec_to_rotmat(angle * axis).to(dtype)
+    f = _frames_of(r.expand(3, 3, 3), torch.tensor([0.0, 3.8, -7.6], dtype=dtype)[:, None] * 1.0)
+    atoms = to_backbone(f)
+    back = from_backbone(atoms[..., 0, :], atoms[..., 1, :], atoms[..., 2, :])
+    tol = 1e-12 if dtype == F64 else 2e-6
+    assert (back - f).abs().max() < tol
+    assert torch.isfinite(atoms).all()
 
 
 def test_gradients_are_finite_and_masked_residues_get_none():
