@@ -26,6 +26,7 @@ from manifoldfm.frames import (
     to_backbone,
     write_pdb,
 )
+from manifoldfm.manifolds import SE3
 from manifoldfm.manifolds.so3 import rotvec_to_rotmat
 
 from .conftest import DEVICES
@@ -493,3 +494,21 @@ def test_pdb_errors():
         write_pdb(buf, nan)
     write_pdb(buf, nan, mask=torch.tensor([True, False]))  # masked NaN is fine
     assert buf.getvalue().count("ATOM") == 4
+
+
+def test_frames_are_se3_points_and_interpolate_to_valid_backbones():
+    se3 = SE3()
+    n, ca, c = _helix(6)
+    f0 = from_backbone(n, ca, c)
+    q, s = _random_rigid(7)
+    f1 = from_backbone(*(x @ q.mT + s for x in _helix(6, phi=-120.0, psi=130.0)))
+    assert se3.check_point_on_manifold(f0) and se3.check_point_on_manifold(f1)
+    r, t = se3.split(f0)
+    assert torch.equal(r, f0[..., :3, :3]) and torch.equal(t, ca)
+    mid = se3.expmap(f0, 0.5 * se3.logmap(f0, f1))
+    atoms = to_backbone(mid)
+    back = from_backbone(atoms[..., 0, :], atoms[..., 1, :], atoms[..., 2, :])
+    assert (back - mid).abs().max() < 1e-12
+    assert torch.allclose(
+        (atoms[:, 2] - atoms[:, 3]).norm(dim=-1), torch.full((6,), 1.231, dtype=F64)
+    )
