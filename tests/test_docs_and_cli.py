@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from manifoldfm.cli import main, run_moons_demo
 
@@ -25,11 +26,16 @@ def test_readme_commands_are_the_documented_ones():
 
 
 def test_readme_tour_runs(capsys):
-    (tour,) = _python_blocks((ROOT / "README.md").read_text())
+    tour, manifold_tour = _python_blocks((ROOT / "README.md").read_text())
     assert "range(2000)" in tour
-    exec(compile(tour.replace("range(2000)", "range(5)"), "README tour", "exec"), {})
+    namespace: dict = {}
+    exec(compile(tour.replace("range(2000)", "range(5)"), "README tour", "exec"), namespace)
     printed = capsys.readouterr().out.split()
     assert float(printed[0].removeprefix("tensor(").rstrip(",)")) > 0 and printed[-1] == "200"
+    # the manifold snippet continues the tour's session (torch, mfm, g)
+    exec(compile(manifold_tour, "README manifold tour", "exec"), namespace)
+    assert namespace["sol"].x.shape == (8, 3) and namespace["nll"].shape == (8,)
+    assert torch.isfinite(namespace["nll"]).all() and torch.isfinite(namespace["loss"])
 
 
 def test_cli_demo_smoke(tmp_path, capsys):
