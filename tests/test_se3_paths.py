@@ -1,4 +1,4 @@
-"""Paths, solvers and minibatch OT on SE(3) frames ``(B, N, 4, 4)``."""
+"""Paths, solvers and minibatch OT (FrameCost, kabsch) on SE(3) frames ``(B, N, 4, 4)``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import manifoldfm as mfm
+from manifoldfm.couplings import ExactOT, FrameCost, SinkhornOT, kabsch
 from manifoldfm.manifolds import SE3, SO3, Sphere
+from manifoldfm.manifolds.so3 import hat, rotvec_to_rotmat
 from manifoldfm.paths import AffinePath, GeodesicPath, ProductPath
 from manifoldfm.solvers import solve_ode
 from manifoldfm.testing import check_path
@@ -154,9 +156,193 @@ def test_solve_ode_follows_the_geodesic_path():
     def v(x, t):
         # constant body angular velocity and constant translation velocity: the geodesic
         rot = se3.split(x)[0]
-        from manifoldfm.manifolds.so3 import hat
-
         return se3.join(rot @ hat(body[..., :3]), trans_vel, tangent=True)
 
     sol = solve_ode(v, x0, steps=4, method="rk4", manifold=se3)
     torch.testing.assert_close(sol.x, x1, atol=1e-9, rtol=0)
+
+
+# ------------------------------------------------------------------------------- frame OT
+
+COST_WEIGHTS = [(1.0, 1.0), (0.2, 3.0), (5.0, 0.05)]
+
+
+def _batch(seed: int, dtype: torch.dtype, b0: int, b1: int, n: int):
+    se3 = SE3()
+    g = gen(seed)
+    return (
+        se3.random(b0, n, generator=g, dtype=dtype),
+        se3.random(b1, n, generator=g, dtype=dtype),
+        g,
+    )
+
+
+def _brute(se3: SE3, x0, x1, w=None):
+    d2 = se3.dist2(x0[:, None].double(), x1[None].double())  # (B0, B1, N)
+    return (d2 if w is None else d2 * w).sum(-1)
+
+
+@given(
+    seed=seeds,
+    dtype=dtypes,
+    w=st.sampled_from(COST_WEIGHTS),
+    b0=st.integers(1, 5),
+    b1=st.integers(1, 5),
+    n=st.integers(1, 6),
+)
+def test_frame_cost_is_the_summed_squared_se3_distance(seed, dtype, w, b0, b1, n):
+    x0, x1, g = _batch(seed, dtype, b0, b1, n)
+    cost = FrameCost(*w)(x0, x1)
+    assert cost.shape == (b0, b1) and cost.dtype == F64
+    ref = _brute(SE3(*w), x0, x1)
+    tol = 1e-9 if dtype == F64 else 1e-4
+    torch.testing.assert_close(cost, ref, atol=tol, rtol=tol)
+    m0 = torch.rand(b0, n, generator=g) < 0.7
+    m1 = torch.rand(b1, n, generator=g, dtype=F64)
+    masked = FrameCost(*w).pairwise(x0, x1, mask0=m0, mask1=m1)
+    pair_w = m0.double()[:, None, :] * m1[None, :, :]
+    torch.testing.assert_close(masked, _brute(SE3(*w), x0, x1, pair_w), atol=tol, rtol=tol)
+
+
+def test_frame_cost_at_edge_angles():
+    se3 = SE3()
+    x0 = se3.origin(1, 5, dtype=F64)
+    angles = torch.tensor([0.0, 1e-8, 1.0, torch.pi - 1e-6, torch.pi], dtype=F64)
+    rot = rotvec_to_rotmat(angles[:, None] * torch.tensor([0.0, 0.6, 0.8], dtype=F64))
+    x1 = se3.join(rot, torch.zeros(5, 3, dtype=F64))[None]
+    for dtype in (F64, torch.float32):
+        cost = FrameCost()(x0.to(dtype), x1.to(dtype))
+        expected = angles.square().sum()
+        tol = 1e-9 if dtype == F64 else 1e-5
+        torch.testing.assert_close(cost, expected.reshape(1, 1), atol=tol, rtol=tol)
+
+
+@given(seed=seeds, dtype=dtypes, align=st.booleans(), w=st.sampled_from(COST_WEIGHTS))
+def test_ot_pairing_never_costs_more_than_the_identity(seed, dtype, align, w):
+    x0, x1, _ = _batch(seed, dtype, 7, 7, 4)
+    fc = FrameCost(*w, align=align)
+    pair = ExactOT(cost=fc)(x0, x1)
+    c = fc(x0, x1)
+    identity = c.diagonal().sum()
+    chosen = c[pair.i, pair.j].sum()
+    assert float(chosen) <= float(identity) + 1e-9
+    # the coupling returns the original rows of x1, in the chosen order
+    assert torch.equal(pair.x1, x1[pair.j])
+    assert sorted(pair.j.tolist()) == list(range(7))
+
+
+def test_ot_recovers_a_shuffle_up_to_rigid_motions():
+    se3 = SE3()
+    x0, _, g = _batch(5, F64, 8, 1, 12)
+    perm = torch.randperm(8, generator=g)
+    motions = se3.random(8, 1, generator=g, dtype=F64)
+    x1 = motions @ x0[perm]  # each set shuffled and moved rigidly
+    pair = ExactOT(cost=FrameCost(align=True))(x0, x1)
+    assert torch.equal(perm[pair.j], torch.arange(8))
+    aligned = FrameCost().align(pair.x1, pair.x0)
+    torch.testing.assert_close(aligned, x0, atol=1e-10, rtol=0)
+    plain = ExactOT(cost=FrameCost())(x0, x1)  # without alignment the poses dominate
+    assert float(FrameCost()(plain.x0, plain.x1).diagonal().sum()) > 1.0
+
+
+@given(seed=seeds, dtype=dtypes, n=st.integers(3, 12))
+def test_kabsch_recovers_a_known_motion(seed, dtype, n):
+    g = gen(seed)
+    p = torch.randn(4, n, 3, generator=g, dtype=dtype)
+    q = rotvec_to_rotmat(torch.randn(4, 3, generator=g, dtype=dtype) * 1.5)
+    s = torch.randn(4, 3, generator=g, dtype=dtype)
+    y = p @ q.mT + s[:, None]
+    rot, shift = kabsch(p, y)
+    tol = 1e-9 if dtype == F64 else 1e-4
+    torch.testing.assert_close(rot, q, atol=tol, rtol=tol)
+    torch.testing.assert_close(shift, s, atol=tol * 10, rtol=tol)
+    # padded points (weight 0) holding garbage change nothing
+    junk = torch.randn(4, 2, 3, generator=g, dtype=dtype) * 100
+    w = torch.cat([torch.ones(4, n, dtype=dtype), torch.zeros(4, 2, dtype=dtype)], dim=1)
+    rot_w, shift_w = kabsch(torch.cat([p, junk], 1), torch.cat([y, -junk], 1), w)
+    torch.testing.assert_close(rot_w, q, atol=tol * 10, rtol=tol)
+    torch.testing.assert_close(shift_w, s, atol=tol * 100, rtol=tol)
+
+
+def test_kabsch_never_returns_a_reflection():
+    g = gen(0)
+    p = torch.randn(16, 6, 3, generator=g, dtype=F64)
+    mirrored = p * torch.tensor([-1.0, 1.0, 1.0], dtype=F64)
+    rot, _ = kabsch(p, mirrored)
+    torch.testing.assert_close(torch.linalg.det(rot), torch.ones(16, dtype=F64))
+    torch.testing.assert_close(rot.mT @ rot, torch.eye(3, dtype=F64).expand(16, 3, 3))
+    with pytest.raises(ValueError, match=r"\(\.\.\., N, 3\)"):
+        kabsch(p[..., :2], p[..., :2])
+    with pytest.raises(ValueError, match="same number of points"):
+        kabsch(p, p[:, :4])
+    with pytest.raises(ValueError, match="weights"):
+        kabsch(p, p, torch.ones(16, 5, dtype=F64))
+
+
+@given(seed=seeds, dtype=dtypes, w=st.sampled_from(COST_WEIGHTS))
+def test_aligned_cost_is_invariant_under_rigid_motions(seed, dtype, w):
+    se3 = SE3()
+    x0, x1, g = _batch(seed, dtype, 4, 5, 6)
+    fc = FrameCost(*w, align=True)
+    base = fc(x0, x1)
+    motions1 = se3.random(5, 1, generator=g, dtype=dtype)  # one motion per set of frames
+    motions0 = se3.random(4, 1, generator=g, dtype=dtype)
+    tol = 1e-8 if dtype == F64 else 2e-3
+    torch.testing.assert_close(fc(x0, motions1 @ x1), base, atol=tol, rtol=tol)
+    torch.testing.assert_close(fc(motions0 @ x0, x1), base, atol=tol, rtol=tol)
+    # the unaligned cost is not invariant
+    assert not torch.allclose(FrameCost(*w)(x0, motions1 @ x1), FrameCost(*w)(x0, x1), atol=1e-3)
+
+
+@given(seed=seeds, masked=st.booleans())
+def test_aligned_cost_is_the_cost_of_the_aligned_copies(seed, masked):
+    x0, x1, g = _batch(seed, F64, 3, 4, 7)
+    m0 = (torch.rand(3, 7, generator=g) < 0.8) if masked else torch.ones(3, 7, dtype=torch.bool)
+    m1 = (torch.rand(4, 7, generator=g) < 0.8) if masked else torch.ones(4, 7, dtype=torch.bool)
+    m0[:, :3] = True
+    m1[:, :3] = True
+    fc = FrameCost(0.7, 1.3, align=True)
+    cost = fc.pairwise(x0, x1, mask0=m0, mask1=m1)
+    # brute force over pairs: align x1[b] on x0[a] with the pair's mask, then the plain cost
+    a_idx, b_idx = torch.meshgrid(torch.arange(3), torch.arange(4), indexing="ij")
+    a_idx, b_idx = a_idx.reshape(-1), b_idx.reshape(-1)
+    pair_mask = (m0[a_idx] & m1[b_idx]).double()
+    moved = fc.align(x1[b_idx], x0[a_idx], mask=pair_mask)
+    d2 = SE3(0.7, 1.3).dist2(x0[a_idx], moved)
+    ref = (d2 * pair_mask).sum(-1).reshape(3, 4)
+    torch.testing.assert_close(cost, ref, atol=1e-9, rtol=1e-9)
+
+
+def test_sinkhorn_with_a_frame_cost():
+    x0, x1, g = _batch(3, F64, 6, 6, 5)
+    pair = SinkhornOT(0.5, cost=FrameCost(align=True))(x0, x1, generator=g)
+    assert pair.x1.shape == x1.shape
+    assert torch.equal(pair.x1, x1[pair.j])
+
+
+def test_frame_cost_validation():
+    se3 = SE3()
+    x0, x1, _ = _batch(0, F64, 2, 3, 4)
+    fc = FrameCost()
+    with pytest.raises(ValueError, match=r"\(B, N, 4, 4\)"):
+        fc(x0[0], x1[0])
+    with pytest.raises(ValueError, match="same number of frames"):
+        fc(x0, x1[:, :3])
+    with pytest.raises(ValueError, match=r"mask0 must have shape \(2, 4\)"):
+        fc.pairwise(x0, x1, mask0=torch.ones(2, 3))
+    with pytest.raises(TypeError, match="mask1"):
+        fc.pairwise(x0, x1, mask1=[1, 1, 1])
+    bad = x1.clone()
+    bad[0, 0, :3, 0] *= -1.0
+    with pytest.raises(ValueError, match="reflections"):
+        fc(x0, bad)
+    with pytest.raises(ValueError, match="row by row"):
+        fc.align(x0, x1)
+    with pytest.raises(ValueError, match="rotation_weight"):
+        FrameCost(rotation_weight=0.0)
+    with pytest.raises(TypeError, match="align"):
+        FrameCost(align=1)
+    assert repr(FrameCost(align=True)) == (
+        "FrameCost(rotation_weight=1.0, translation_weight=1.0, align=True)"
+    )
+    assert FrameCost(align=True).aligned and se3.dim == 6
