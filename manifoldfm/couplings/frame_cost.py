@@ -115,10 +115,20 @@ def _left_matrix(p: Tensor) -> Tensor:
 
 
 def _angle_sq(d: Tensor) -> Tensor:
-    """Squared rotation angle from ``d = <q, q'>`` of unit quaternions: ``(2 atan2(|v|, |d|))^2``."""
-    c = d.abs().clamp_max(1.0)
-    s = torch.sqrt(((1.0 - c) * (1.0 + c)).clamp_min(0.0))
-    return (2.0 * torch.atan2(s, c)).square()
+    """Squared rotation angles ``(2 atan2(|v|, |d|))^2`` from ``d = <q, q'>`` of unit
+    quaternions, computed in place in ``d`` (a fresh buffer) and one more buffer."""
+    c = d.abs_().clamp_max_(1.0)
+    s = torch.mul(c, c).neg_().add_(1.0).clamp_min_(0.0).sqrt_()
+    return s.atan2_(c).mul_(2.0).square_()
+
+
+def _weighted_sum(angle_sq: Tensor, w0: Tensor | None, w1: Tensor | None) -> Tensor:
+    """``sum_k w0[a, k] w1[b, k] angle_sq[k, a, b]`` for ``angle_sq`` of shape ``(N, B0, B1)``."""
+    if w0 is not None:
+        angle_sq.mul_(w0.T[:, :, None])
+    if w1 is not None:
+        angle_sq.mul_(w1.T[:, None, :])
+    return angle_sq.sum(0)
 
 
 class FrameCost:
@@ -265,29 +275,37 @@ class FrameCost:
         self._check(x0, x1)
         b0, n = x0.shape[:2]
         b1 = x1.shape[0]
-        w0 = _weights(_check_mask(mask0, (b0, n), "mask0"), (b0, n), x0)
-        w1 = _weights(_check_mask(mask1, (b1, n), "mask1"), (b1, n), x1)
+        m0 = _check_mask(mask0, (b0, n), "mask0")
+        m1 = _check_mask(mask1, (b1, n), "mask1")
+        w0, w1 = _weights(m0, (b0, n), x0), _weights(m1, (b1, n), x1)
+        # the per-frame weights of the rotation term, None where no mask was given
+        r0 = None if m0 is None else w0
+        r1 = None if m1 is None else w1
         a = x0.detach().to(torch.float64)
         b = x1.detach().to(torch.float64)
         q0 = roma.rotmat_to_unitquat(a[..., :3, :3])  # (B0, N, 4)
         q1 = roma.rotmat_to_unitquat(b[..., :3, :3])
         t0, t1 = a[..., :3, 3], b[..., :3, 3]
         if self._align:
-            rot_cost, trans_cost = self._aligned_terms(q0, q1, t0, t1, w0, w1)
+            rot_cost, trans_cost = self._aligned_terms(q0, q1, t0, t1, w0, w1, r0, r1)
         else:
-            rot_cost, trans_cost = self._plain_terms(q0, q1, t0, t1, w0, w1)
+            rot_cost, trans_cost = self._plain_terms(q0, q1, t0, t1, w0, w1, r0, r1)
         return self.rotation_weight * rot_cost + self.translation_weight * trans_cost
 
     @staticmethod
-    def _pair_weights(w0: Tensor, w1: Tensor) -> Tensor:
-        return w0.T[:, :, None] * w1.T[:, None, :]  # (N, B0, B1)
-
     def _plain_terms(
-        self, q0: Tensor, q1: Tensor, t0: Tensor, t1: Tensor, w0: Tensor, w1: Tensor
+        q0: Tensor,
+        q1: Tensor,
+        t0: Tensor,
+        t1: Tensor,
+        w0: Tensor,
+        w1: Tensor,
+        r0: Tensor | None,
+        r1: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         # rotations: <q0[a, k], q1[b, k]> for all pairs, one batched product over the frames
         d = torch.bmm(q0.transpose(0, 1), q1.permute(1, 2, 0))  # (N, B0, B1)
-        rot = (_angle_sq(d) * self._pair_weights(w0, w1)).sum(0)
+        rot = _weighted_sum(_angle_sq(d), r0, r1)
         # translations: sum_k w |t0 - t1|^2 by products, after a common shift (no distance
         # changes) that keeps the expansion free of cancellation
         shift = 0.5 * (t0.mean((0, 1)) + t1.mean((0, 1)))
@@ -297,30 +315,42 @@ class FrameCost:
         cross = (w0[..., None] * t0).flatten(1) @ (w1[..., None] * t1).flatten(1).T
         return rot, (sq0 + sq1 - 2.0 * cross).clamp_min(0.0)
 
+    @staticmethod
     def _aligned_terms(
-        self, q0: Tensor, q1: Tensor, t0: Tensor, t1: Tensor, w0: Tensor, w1: Tensor
+        q0: Tensor,
+        q1: Tensor,
+        t0: Tensor,
+        t1: Tensor,
+        w0: Tensor,
+        w1: Tensor,
+        r0: Tensor | None,
+        r1: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
+        b0, n = t0.shape[:2]
+        b1 = t1.shape[0]
         # centre each set on its own centroid first (the alignment ignores it; it keeps the
         # moment expansions below free of cancellation)
         t0, t1 = _centre(t0, w0), _centre(t1, w1)
         p0, p1 = w0[..., None] * t0, w1[..., None] * t1  # (B, N, 3)
         weight = (w0 @ w1.T).clamp_min(torch.finfo(t0.dtype).tiny)  # (B0, B1)
-        s0 = torch.einsum("bk,akj->abj", w1, p0)  # sum_k w t0[a, k]
-        s1 = torch.einsum("ak,bki->abi", w0, p1)  # sum_k w t1[b, k]
-        # cross-covariance of the moving x1 with the target x0 about the pair's centroids
-        m = (
-            torch.einsum("bki,akj->abij", p1, p0)
-            - s1[..., :, None] * s0[..., None, :] / weight[..., None, None]
-        )
+        s0 = (w1 @ p0.transpose(0, 1).reshape(n, b0 * 3)).reshape(b1, b0, 3).transpose(0, 1)
+        s1 = (w0 @ p1.transpose(0, 1).reshape(n, b1 * 3)).reshape(b0, b1, 3)
+        # cross-covariance of the moving x1 with the target x0 about the pair's centroids:
+        # m[a, b, i, j] = sum_k w t1[b, k, i] t0[a, k, j] - s1 s0^T / weight, one product
+        m = p1.permute(0, 2, 1).reshape(b1 * 3, n) @ p0.permute(1, 0, 2).reshape(n, b0 * 3)
+        m = m.reshape(b1, 3, b0, 3).permute(2, 0, 1, 3)
+        m = m - s1[..., :, None] * s0[..., None, :] / weight[..., None, None]
         e0 = (w0 * t0.square().sum(-1)) @ w1.T - s0.square().sum(-1) / weight
         e1 = w0 @ (w1 * t1.square().sum(-1)).T - s1.square().sum(-1) / weight
-        rot_q, best = _proper_rotation(m)  # (B0, B1, 3, 3), tr(Q m)
+        rot_q, best = _proper_rotation(m)  # (B0, B1, 3, 3), max tr(Q m)
         trans = (e0 + e1 - 2.0 * best).clamp_min(0.0)
-        # orientations of g_ab x1[b]: Q_ab R1[b, k], i.e. quaternions q(Q_ab) * q1[b, k]
+        # orientations of g_ab x1[b] are Q_ab R1[b, k]: quaternions L(q(Q_ab)) q1[b, k];
+        # batched over b: (B0 * 4, 4) @ (4, N) per b, then the inner products with q0[a, k]
         left = _left_matrix(roma.rotmat_to_unitquat(rot_q))  # (B0, B1, 4, 4)
-        moved = torch.einsum("abce,bke->abkc", left, q1)
-        d = torch.einsum("akc,abkc->kab", q0, moved)
-        rot = (_angle_sq(d) * self._pair_weights(w0, w1)).sum(0)
+        moved = torch.bmm(left.transpose(0, 1).reshape(b1, b0 * 4, 4), q1.transpose(1, 2))
+        moved = moved.view(b1, b0, 4, n).mul_(q0.transpose(1, 2))  # q0 as (B0, 4, N)
+        d = moved.sum(2).permute(2, 1, 0)  # (N, B0, B1)
+        rot = _weighted_sum(_angle_sq(d), r0, r1)
         return rot, trans
 
     # ------------------------------------------------------------------ alignment
