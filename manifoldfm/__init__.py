@@ -1,10 +1,10 @@
 """manifoldfm: flow matching on Euclidean space, Riemannian manifolds and function spaces.
 
-The public names are re-exported here; submodules ``nn``, ``metrics``, ``data`` and ``testing``
-are reachable as attributes (``manifoldfm.nn.MLPVelocity``).
+The public names are re-exported here; submodules ``nn``, ``metrics``, ``data``, ``frames``,
+``rotations`` and ``testing`` are reachable as attributes (``manifoldfm.nn.MLPVelocity``).
 """
 
-from . import data, metrics, nn
+from . import data, frames, metrics, nn, rotations
 from ._utils import checks
 from .couplings import CouplingResult, ExactOT, Independent, SinkhornOT
 from .losses import cfm_loss
@@ -76,9 +76,11 @@ __all__ = [
     "cfm_loss",
     "checks",
     "data",
+    "frames",
     "log_likelihood",
     "metrics",
     "nn",
+    "rotations",
     "solve_ode",
     "solve_sde",
 ]
