@@ -12,7 +12,7 @@ from manifoldfm.couplings import ExactOT, FrameCost, SinkhornOT, kabsch
 from manifoldfm.manifolds import SE3, SO3, Sphere
 from manifoldfm.manifolds.so3 import hat, rotvec_to_rotmat
 from manifoldfm.paths import AffinePath, GeodesicPath, ProductPath
-from manifoldfm.solvers import solve_ode
+from manifoldfm.solvers import solve_ode, solve_sde
 from manifoldfm.testing import check_path
 
 from .strategies import DTYPES, dtypes, seeds
@@ -346,3 +346,34 @@ def test_frame_cost_validation():
         "FrameCost(rotation_weight=1.0, translation_weight=1.0, align=True)"
     )
     assert FrameCost(align=True).aligned and se3.dim == 6
+
+
+# ------------------------------------------------------------------------------- loss and SDE
+
+
+def test_cfm_loss_uses_the_weighted_metric_summed_over_frames():
+    se3 = SE3(rotation_weight=2.0, translation_weight=0.5)
+    x0, x1 = _frames(4, F64, b=3, n=5)
+    s = GeodesicPath(se3).sample(x0, x1, torch.full((3,), 0.3, dtype=F64))
+    v = se3.proju(s.xt, torch.randn(3, 5, 4, 4, generator=gen(5), dtype=F64))
+    per = mfm.cfm_loss(v, s, manifold=se3, reduction="none")
+    xi = se3.tangent_to_twist(s.xt, v - s.ut)
+    scale = torch.tensor([2.0] * 3 + [0.5] * 3, dtype=F64)
+    torch.testing.assert_close(per, (scale * xi.square()).sum((-1, -2)))
+
+
+def test_brownian_motion_on_se3_stays_on_it_with_the_metric_variance():
+    se3 = SE3(rotation_weight=1.0, translation_weight=4.0)
+    x0 = se3.origin(4000, dtype=F64)
+    sol = solve_sde(
+        lambda x, t: torch.zeros_like(x),
+        x0,
+        diffusion=1.0,
+        steps=20,
+        manifold=se3,
+        generator=gen(6),
+    )
+    assert float(se3._point_deviation(sol.x).max()) < 1e-10
+    trans = se3.split(sol.x)[1]
+    # the translation is an exact Brownian motion of variance t / translation_weight
+    assert float(trans.var(0).mean()) == pytest.approx(0.25, rel=0.05)
