@@ -372,7 +372,7 @@ class SE3(Manifold):
         if not bool(torch.isfinite(xd).all()):
             reasons.append(f"{int((~torch.isfinite(xd)).sum())} non-finite entries")
         else:
-            det = torch.linalg.det(rot)
+            det = (torch.linalg.cross(rot[..., 0, :], rot[..., 1, :]) * rot[..., 2, :]).sum(-1)
             if bool((det < 0).any()):
                 reasons.append(
                     f"{int((det < 0).sum())} rotation block(s) are reflections (det R = -1)"
