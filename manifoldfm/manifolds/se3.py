@@ -377,11 +377,10 @@ class SE3(Manifold):
                 reasons.append(
                     f"{int((det < 0).sum())} rotation block(s) are reflections (det R = -1)"
                 )
-            orth = self._so3._point_deviation(rot).max()
-            if float(orth) > tol:
-                reasons.append(
-                    f"rotation block not a rotation (max(|R^T R - I|, |det R - 1|) = {float(orth):.3g})"
-                )
+            eye3 = torch.eye(3, dtype=xd.dtype, device=xd.device)
+            orth = float((rot.mT @ rot - eye3).abs().max())
+            if orth > tol:
+                reasons.append(f"rotation block not orthonormal (|R^T R - I| = {orth:.3g})")
             eye = torch.eye(4, dtype=xd.dtype, device=xd.device)[3]
             bottom = float((xd[..., 3, :] - eye).abs().max())
             if bottom > tol:
