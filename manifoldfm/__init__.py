@@ -6,9 +6,9 @@ The public names are re-exported here; submodules ``nn``, ``metrics``, ``data``,
 
 from . import data, frames, metrics, nn, rotations
 from ._utils import checks
-from .couplings import CouplingResult, ExactOT, Independent, SinkhornOT
+from .couplings import CouplingResult, ExactOT, FrameCost, Independent, SinkhornOT, kabsch
 from .losses import cfm_loss
-from .manifolds import SO3, Euclidean, FlatTorus, Manifold, Product, Sphere
+from .manifolds import SE3, SO3, Euclidean, FlatTorus, Manifold, Product, Sphere
 from .paths import (
     VE,
     VP,
@@ -39,6 +39,7 @@ from .sources import Gaussian, Mixture, Uniform, VonMisesFisher, WrappedNormal
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "SE3",
     "SO3",
     "VE",
     "VP",
@@ -50,6 +51,7 @@ __all__ = [
     "Euclidean",
     "ExactOT",
     "FlatTorus",
+    "FrameCost",
     "Gaussian",
     "GeodesicPath",
     "Independent",
@@ -77,6 +79,7 @@ __all__ = [
     "checks",
     "data",
     "frames",
+    "kabsch",
     "log_likelihood",
     "metrics",
     "nn",

@@ -14,7 +14,7 @@ from scipy import stats
 
 import manifoldfm as mfm
 from manifoldfm._utils import eps_for
-from manifoldfm.manifolds import SO3, Euclidean, FlatTorus, Manifold, Product, Sphere
+from manifoldfm.manifolds import SE3, SO3, Euclidean, FlatTorus, Manifold, Product, Sphere
 from manifoldfm.manifolds.base import atan_ratio, cos_sq, sinc_sq, versine_sq
 from manifoldfm.manifolds.so3 import hat, rotation_angle, rotmat_to_rotvec, rotvec_to_rotmat, vee
 from manifoldfm.manifolds.torus import wrap_angle, wrap_difference
@@ -37,6 +37,8 @@ NAMED: list[Manifold] = [
     Product(SO3(), Euclidean(3)),
     Product(Sphere(2), FlatTorus(2), SO3()),
     Product(Product(Sphere(1), Sphere(1)), Euclidean(1)),
+    SE3(),
+    SE3(0.5, 2.0),
 ]
 
 
