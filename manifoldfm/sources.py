@@ -1342,7 +1342,7 @@ class IGSO3:
       at ``w = pi`` even for ``sigma = 0.01`` (where ``f(pi)`` underflows). One or two pairs
       suffice (two in float64 near ``sigma = 1.5``).
     * ``sigma > 1.5``: the character series above, as a cosine series of degree ``L``
-      (``L = 6`` in float64 at ``sigma = 1.5``, 2 at ``sigma = 3``, 0 once
+      (``L = 5`` in float64 at ``sigma = 1.5``, 2 at ``sigma = 3``, 0 once
       ``exp(-sigma^2)`` is below ``eps``).
 
     The two agree to about ``1e-15`` (float64) where both converge (``sigma`` between 1 and 3).

@@ -6,7 +6,17 @@ from .bridge import LinearGaussianPath, SchrodingerBridgePath
 from .geodesic import GeodesicPath
 from .marginal import EmpiricalMarginalVelocity
 from .product import ProductPath
-from .schedulers import VE, VP, CondOT, Cosine, Polynomial, ScheduleOutput, Scheduler
+from .schedulers import (
+    VE,
+    VP,
+    CondOT,
+    Cosine,
+    ExponentialRate,
+    Polynomial,
+    ScheduleOutput,
+    Scheduler,
+)
+from .stochastic import StochasticGeodesicPath
 
 __all__ = [
     "VE",
@@ -15,6 +25,7 @@ __all__ = [
     "CondOT",
     "Cosine",
     "EmpiricalMarginalVelocity",
+    "ExponentialRate",
     "GeodesicPath",
     "LinearGaussianPath",
     "PathSample",
@@ -24,4 +35,5 @@ __all__ = [
     "ScheduleOutput",
     "Scheduler",
     "SchrodingerBridgePath",
+    "StochasticGeodesicPath",
 ]
