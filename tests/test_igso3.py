@@ -26,6 +26,7 @@ import manifoldfm as mfm
 from manifoldfm.manifolds import SO3
 from manifoldfm.manifolds.so3 import rotation_angle, rotmat_to_rotvec, rotvec_to_rotmat
 from manifoldfm.sources import (
+    _IGSO3_ENVELOPE,
     IGSO3,
     CentredGaussian,
     Uniform,
@@ -228,6 +229,17 @@ def test_samples_follow_the_angle_density(sigma):
     w = _igso3_rotvec_rows(sig, _gen(12)).norm(dim=-1)
     assert stats.kstest(w[0::2].numpy(), cdf).pvalue > 1e-3
     assert stats.kstest(w[1::2].numpy(), _numeric_cdf(0.3)).pvalue > 1e-3
+
+
+def test_rejection_envelope_bounds_the_density_ratio():
+    # p(angle) / Maxwell(angle) = e^{sigma^2/8} sinc(w/2) S(w) with sinc(w/2) S(w) <= 4 / pi
+    sigma = torch.linspace(0.02, 1.5, 300, dtype=F64)[:, None]
+    w = torch.linspace(0.0, math.pi, 4001, dtype=F64)[None, :].expand(300, -1)
+    ratio = torch.log(torch.sin(w / 2) / (w / 2)).nan_to_num(0.0) + _igso3_log_wraps(
+        w, sigma * sigma, 6
+    )
+    assert float(ratio.max()) <= math.log(_IGSO3_ENVELOPE)
+    assert float(ratio.max()) == pytest.approx(math.log(4 / math.pi), abs=1e-8)  # tight, at pi
 
 
 def test_rejection_sampler_zero_sigma_and_known_bound():
