@@ -232,8 +232,8 @@ _FNO_ARGS = """
     the grid has at least ``2 * modes`` points per axis. With ``"linear"`` coordinates the jump
     aliases, and outputs at 64 and 128 points differ by a few percent of their variation (the
     gap shrinks like ``1 / n``). Smaller grids are accepted: the spectral convolutions then use
-    the frequencies the grid has (the weights of the others are ignored), and outputs no longer
-    agree with those of finer grids. Functions that are not periodic are fine too (the pointwise
+    the frequencies the grid has (the weights of the others are ignored), and outputs agree with
+    those of finer grids as far as the dropped frequencies carry little energy (smooth inputs). Functions that are not periodic are fine too (the pointwise
     path and the coordinates carry the boundary), as in the original FNO; no domain padding is
     applied.
 """
@@ -563,7 +563,7 @@ class PointSetOperator(nn.Module):
         if not isinstance(points, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(points).__name__}")
         batch = x.shape[0]
-        count = "n_points" if n is None else str(n)
+        count = "m" if n is None else str(n)
         ok = points.ndim in (2, 3) and points.shape[-1] == self.d
         ok = ok and (n is None or points.shape[-2] == n)
         ok = ok and (points.ndim == 2 or points.shape[0] == batch)
