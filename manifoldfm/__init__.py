@@ -16,6 +16,7 @@ from .paths import (
     CondOT,
     Cosine,
     EmpiricalMarginalVelocity,
+    ExponentialRate,
     GeodesicPath,
     LinearGaussianPath,
     PathSample,
@@ -25,6 +26,7 @@ from .paths import (
     ScheduleOutput,
     Scheduler,
     SchrodingerBridgePath,
+    StochasticGeodesicPath,
 )
 from .solvers import (
     LikelihoodResult,
@@ -34,22 +36,33 @@ from .solvers import (
     solve_ode,
     solve_sde,
 )
-from .sources import Gaussian, Mixture, Uniform, VonMisesFisher, WrappedNormal
+from .sources import (
+    IGSO3,
+    CentredGaussian,
+    Gaussian,
+    Mixture,
+    Uniform,
+    VonMisesFisher,
+    WrappedNormal,
+)
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "IGSO3",
     "SE3",
     "SO3",
     "VE",
     "VP",
     "AffinePath",
+    "CentredGaussian",
     "CondOT",
     "Cosine",
     "CouplingResult",
     "EmpiricalMarginalVelocity",
     "Euclidean",
     "ExactOT",
+    "ExponentialRate",
     "FlatTorus",
     "FrameCost",
     "Gaussian",
@@ -71,6 +84,7 @@ __all__ = [
     "SchrodingerBridgePath",
     "SinkhornOT",
     "Sphere",
+    "StochasticGeodesicPath",
     "Uniform",
     "VonMisesFisher",
     "WrappedNormal",
