@@ -1,5 +1,12 @@
-"""Toy and synthetic data samplers, data on manifolds and readers for real files."""
+"""Toy and synthetic data samplers, data on manifolds, functional data and readers for real files."""
 
+from .functions import (
+    FunctionData,
+    random_fourier_fields,
+    random_phase_sines,
+    read_aemet_csv,
+    read_curves_csv,
+)
 from .manifolds import (
     read_earth_csv,
     read_torsions_csv,
@@ -20,11 +27,16 @@ from .toys import (
 
 __all__ = [
     "TOYS",
+    "FunctionData",
     "ToySample",
     "checkerboard",
     "circles",
     "eight_gaussians",
     "moons",
+    "random_fourier_fields",
+    "random_phase_sines",
+    "read_aemet_csv",
+    "read_curves_csv",
     "read_earth_csv",
     "read_torsions_csv",
     "sample_toy",
