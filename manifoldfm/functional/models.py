@@ -227,15 +227,19 @@ _FNO_ARGS = """
     Resolution. The FFT is normalised by the grid size (``norm="forward"``), so a frequency's
     weight acts on the same Fourier coefficient whatever the resolution: the same weights run on
     any grid. A smooth function sampled at two resolutions gives outputs that agree at the
-    common points (to float64 round-off with periodic coordinates: the nonlinearities of smooth
-    inputs alias negligibly) provided the kept frequencies lie below both Nyquist limits, i.e.
-    the grid has at least ``2 * modes`` points per axis. With ``"linear"`` coordinates the jump
-    aliases, and outputs at 64 and 128 points differ by a few percent of their variation (the
-    gap shrinks like ``1 / n``). Smaller grids are accepted: the spectral convolutions then use
-    the frequencies the grid has (the weights of the others are ignored), and outputs agree with
-    those of finer grids as far as the dropped frequencies carry little energy (smooth inputs). Functions that are not periodic are fine too (the pointwise
-    path and the coordinates carry the boundary), as in the original FNO; no domain padding is
-    applied.
+    common points up to the aliasing of the harmonics that the nonlinearities create, provided
+    the kept frequencies lie below both Nyquist limits (at least ``2 * modes`` points per axis).
+    For smooth inputs that aliasing falls off exponentially with the grid size: for inputs made
+    of the frequencies 0 to 2 and a freshly initialised model, the gap is about ``2e-4`` of the
+    output's variation with 16 points and ``1e-8`` with 32. With ``"linear"`` coordinates the
+    jump where the grid wraps around aliases too, and the gap falls off only like ``1 / n``.
+    Smaller grids are accepted: the spectral convolutions then use the frequencies the grid has
+    (the weights of the others are ignored), and outputs agree with those of finer grids as far
+    as the dropped frequencies carry little energy. Functions that are not periodic are fine too
+    (the pointwise path and the coordinates carry the boundary), as in the original FNO; no
+    domain padding is applied. To pair the model with
+    :func:`~manifoldfm.functional.grid_points`, whose grids include both ends, sample the
+    periodic grid ``grid_points(n, 0.0, (n - 1) / n)``.
 """
 
 
