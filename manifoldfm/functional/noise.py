@@ -21,7 +21,9 @@ or ``(B, n_points, C)`` when ``channels=C`` (independent channels); on a regular
   axis, products of kernels acting on one axis each): one Cholesky factor per axis.
 
 ``method="auto"`` chooses ``"fft"`` for a stationary kernel on a regular grid and ``"cholesky"``
-otherwise. gpytorch's ``MultivariateNormal.sample`` is never used: above 800 points it
+otherwise, and also on grids so small that a dense draw (``n^2`` operations per sample) is
+cheaper than an FFT of the embedding (``M (log2 M + 4) >= n^2`` for an embedding of ``M``
+points, e.g. 63 points with a long length scale). gpytorch's ``MultivariateNormal.sample`` is never used: above 800 points it
 silently draws from a rank-100 Lanczos approximation whose variance falls well short of the
 kernel's.
 
@@ -421,6 +423,12 @@ def _is_separable(c: Tensor) -> bool:
     return float((prod - c).abs().max()) <= _STATIONARY_TOL * k0
 
 
+def _fft_pays(n: int, m: tuple[int, ...]) -> bool:
+    """Whether one FFT draw (cost ~ M log M per two samples) beats a dense draw (n^2 each)."""
+    big = math.prod(m)
+    return n > MAX_DENSE_POINTS or big * (math.log2(max(big, 2)) + 4.0) < n * n
+
+
 def _embedding_sqrt(
     kfn: KernelFn, grid: GridInfo, c0: Tensor, m0: tuple[int, ...], device: torch.device
 ) -> tuple[Tensor, tuple[int, ...]] | None:
@@ -547,6 +555,8 @@ class GPSource(_OnPoints):
                         stacklevel=2,
                     )
                     chosen = "cholesky"
+                elif method == "auto" and not _fft_pays(grid.size, found[1]):
+                    chosen = "cholesky"  # a small grid: a dense draw is cheaper
                 else:
                     self._sqrt_eig, self.embedding_shape = found
                     chosen = "fft"
