@@ -557,7 +557,8 @@ def density_mse(generated: Tensor, reference: Tensor, *, bins: int = 50) -> Tens
     The authors' evaluation code of Functional Flow Matching compares Gaussian kernel density
     estimates on a grid instead; histograms need no bandwidth and are exact for identical
     sets. Values scale with ``1 / width^2``: compare models at the same ``bins`` on the same
-    reference set.
+    reference set. Bin counts are piecewise constant in the values: an evaluation metric, not
+    a training loss (no gradient flows through it).
 
     Args:
         generated: functions ``(N, ...)``.
