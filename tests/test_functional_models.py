@@ -244,6 +244,69 @@ def test_fno1d_resolution_property(seed, modes, extra, factor, coords):
         assert _rel(coarse, fine[..., 1::factor], fine) > max(1e-4, 100 * err)
 
 
+@given(
+    seed=seeds,
+    shift=st.tuples(st.integers(-9, 9), st.integers(-9, 9)),
+    size=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+)
+@example(seed=0, shift=(1, 0), size=(12, 12))
+def test_fno_circular_shift_equivariance(seed, shift, size):
+    """Without coordinate channels every layer commutes with circular shifts of the grid."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    t = torch.rand(2, generator=g, dtype=torch.float64)
+    m1 = _fno1(coordinates="none").double()
+    x = torch.randn(2, 2, size[0], generator=g, dtype=torch.float64)
+    torch.testing.assert_close(
+        m1(torch.roll(x, shift[0], -1), t), torch.roll(m1(x, t), shift[0], -1)
+    )
+    m2 = _fno2(coordinates="none").double()
+    y = torch.randn(2, 1, *size, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(
+        m2(torch.roll(y, shift, (-2, -1)), t), torch.roll(m2(y, t), shift, (-2, -1))
+    )
+    # With coordinates the model sees where it is: a shift is not equivariant in general.
+    if size[0] >= 4 and shift[0] % size[0]:
+        m3 = _fno1().double()
+        rolled = m3(torch.roll(x, shift[0], -1), t)
+        assert not torch.allclose(rolled, torch.roll(m3(x, t), shift[0], -1), atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "k1, k2, kept",
+    [
+        (0, 2, True),
+        (2, 0, True),
+        (-2, 1, True),
+        (3, 0, False),
+        (-3, 1, False),
+        (0, 3, False),
+        (1, 5, False),
+    ],
+)
+def test_spectral_conv_keeps_low_frequencies(k1, k2, kept):
+    """A plane wave passes the spectral convolution iff -modes < k1 < modes and 0 <= |k2| < modes."""
+    from manifoldfm.functional.models import _SpectralConv
+
+    torch.manual_seed(0)
+    conv = _SpectralConv(2, 3, (3, 3)).double()
+    a = (torch.arange(16, dtype=torch.float64) / 16)[:, None]
+    b = (torch.arange(12, dtype=torch.float64) / 12)[None, :]
+    wave = torch.cos(2 * math.pi * (k1 * a + k2 * b))
+    with torch.no_grad():
+        out = conv(wave.expand(1, 2, 16, 12))
+    assert out.shape == (1, 3, 16, 12)
+    if kept:
+        assert float(out.abs().max()) > 1e-3
+        # The output is still a wave of the same frequency (complex weights can shift its phase).
+        spec = torch.fft.fft2(out).abs()
+        spec[..., k1 % 16, k2 % 12] = 0
+        spec[..., -k1 % 16, -k2 % 12] = 0
+        assert float(spec.max()) < 1e-9
+    else:
+        assert float(out.abs().max()) < 1e-12
+
+
 def test_fno_batch_elements_independent():
     torch.manual_seed(0)
     model = _fno2().double()

@@ -84,42 +84,40 @@ class _SpectralConv(nn.Module):
 
     ``rfftn`` of the input, a complex matrix ``(C_in, C_out)`` per kept frequency, zero for the
     others, ``irfftn`` back to the input's grid size. The kept frequencies are the lowest ones:
-    ``|k| < modes`` along the first axis of a 2-D grid (positive and negative halves, one weight
-    block each) and ``0 <= k < modes`` along the last (real-FFT) axis. On a grid too small to hold
-    them all, only the available frequencies are used (the weights of a frequency are the same on
-    every grid, so outputs agree across resolutions while all kept modes fit below Nyquist).
+    ``-modes < k < modes`` along the first axis of a 2-D grid (complex FFT) and
+    ``0 <= k < modes`` along the last (real-FFT) axis. One real parameter of shape
+    ``(C_in, C_out, *freqs, 2)`` holds them, ``freqs`` ordered as the FFT orders them
+    (``0 .. modes - 1`` then ``-(modes - 1) .. -1`` on the complex axis). On a grid too small to
+    hold them all, only the frequencies the grid has are used; a frequency has the same weight on
+    every grid.
     """
 
     def __init__(self, in_channels: int, out_channels: int, modes: tuple[int, ...]) -> None:
         super().__init__()
         self.modes = modes
+        freqs = (modes[0],) if len(modes) == 1 else (2 * modes[0] - 1, modes[1])
         scale = 1.0 / (in_channels * out_channels)
-        n_blocks = 1 if len(modes) == 1 else 2
-        self.weights = nn.ParameterList(
-            nn.Parameter(scale * torch.rand(in_channels, out_channels, *modes, 2))
-            for _ in range(n_blocks)
-        )
+        self.weight = nn.Parameter(scale * torch.rand(in_channels, out_channels, *freqs, 2))
 
     def forward(self, x: Tensor) -> Tensor:
+        w = torch.view_as_complex(self.weight)
         if len(self.modes) == 1:
             n = x.shape[-1]
             k = min(self.modes[0], n // 2 + 1)
             x_ft = torch.fft.rfft(x, norm="forward")[..., :k]
-            w = torch.view_as_complex(self.weights[0])[..., :k]
-            out = torch.einsum("bik,iok->bok", x_ft, w)
+            out = torch.einsum("bik,iok->bok", x_ft, w[..., :k])
             return torch.fft.irfft(out, n=n, norm="forward")
         h, w_size = x.shape[-2:]
         m1, m2 = self.modes
         pos = min(m1, (h + 1) // 2)  # frequencies 0 .. pos - 1
-        neg = min(m1, h // 2)  # frequencies -neg .. -1
+        neg = min(m1 - 1, h // 2)  # frequencies -neg .. -1
         k2 = min(m2, w_size // 2 + 1)
         x_ft = torch.fft.rfft2(x, norm="forward")[..., :k2]
-        w_pos = torch.view_as_complex(self.weights[0])[:, :, :pos, :k2]
-        w_neg = torch.view_as_complex(self.weights[1])[:, :, m1 - neg :, :k2]
-        top = torch.einsum("bixy,ioxy->boxy", x_ft[..., :pos, :], w_pos)
-        bottom = torch.einsum("bixy,ioxy->boxy", x_ft[..., h - neg :, :], w_neg)
-        middle = top.new_zeros(top.shape[0], top.shape[1], h - pos - neg, k2)
-        out = torch.cat([top, middle, bottom], dim=-2)
+        rows = torch.cat([x_ft[..., :pos, :], x_ft[..., h - neg :, :]], dim=-2)
+        w_rows = torch.cat([w[:, :, :pos, :k2], w[:, :, 2 * m1 - 1 - neg :, :k2]], dim=2)
+        out = torch.einsum("bixy,ioxy->boxy", rows, w_rows)
+        middle = out.new_zeros(out.shape[0], out.shape[1], h - pos - neg, k2)
+        out = torch.cat([out[..., :pos, :], middle, out[..., pos:, :]], dim=-2)
         return torch.fft.irfft2(out, s=(h, w_size), norm="forward")
 
 
@@ -319,8 +317,7 @@ class FNO2d(_FNO):
 
     Input and output have shape ``(B, channels, h, w)`` (``(B, out_channels, h, w)`` for the
     output), for any grid size. Along the first grid axis the kept frequencies are
-    ``-modes1 < k < modes1`` (positive and negative halves, each with its own weights), along the
-    second ``0 <= k < modes2`` (real FFT).
+    ``-modes1 < k < modes1``, along the second ``0 <= k < modes2`` (real FFT).
 """
         + _FNO_ARGS
         + """
