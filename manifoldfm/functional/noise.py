@@ -302,16 +302,15 @@ def _kernel_matrix(kfn: KernelFn, x: Tensor, y: Tensor) -> Tensor:
 
 def _cholesky(k: Tensor, jitter: float, what: str) -> tuple[Tensor, float]:
     """Cholesky factor of ``k + j * mean(diag k) * I`` with escalating ``j``; float64."""
-    n = k.shape[0]
     scale = float(k.diagonal().mean())
     if not scale > 0.0:
         raise ValueError(
             f"the {what} is not positive definite: its mean diagonal is {scale:.3g} (<= 0)"
         )
-    asym = float((k - k.mT).abs().max())
+    asym = float((k - k.mT).abs_().max())
     if asym > 1e-10 * scale:
         raise ValueError(f"the {what} is not symmetric: max |K - K^T| = {asym:.3g}")
-    k = 0.5 * (k + k.mT)
+    k = (k + k.mT).mul_(0.5)
     cap = max(jitter, _JITTER_CAP)
     tries = [jitter]
     nxt = jitter * 100.0 if jitter > 0.0 else 1e-10
@@ -320,11 +319,15 @@ def _cholesky(k: Tensor, jitter: float, what: str) -> tuple[Tensor, float]:
         nxt *= 100.0
     if tries[-1] < cap:
         tries.append(cap)
-    eye = torch.eye(n, dtype=k.dtype, device=k.device)
     for j in tries:
-        factor, info = torch.linalg.cholesky_ex(k + (j * scale) * eye if j > 0.0 else k)
+        work = k.clone()
+        if j > 0.0:
+            work.diagonal().add_(j * scale)
+        factor, info = torch.linalg.cholesky_ex(work)
+        del work
         if int(info) == 0 and bool(torch.isfinite(factor).all()):
             return factor, j
+        del factor
     lam = float(torch.linalg.eigvalsh(k).min())
     raise ValueError(
         f"the {what} is not positive definite: smallest eigenvalue {lam:.3g} "
