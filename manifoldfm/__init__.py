@@ -7,7 +7,7 @@ The public names are re-exported here; submodules ``nn``, ``metrics``, ``data``,
 from . import data, frames, metrics, nn, rotations
 from ._utils import checks
 from .couplings import CouplingResult, ExactOT, FrameCost, Independent, SinkhornOT, kabsch
-from .losses import cfm_loss
+from .losses import cfm_loss, quadrature_weights
 from .manifolds import SE3, SO3, Euclidean, FlatTorus, Manifold, Product, Sphere
 from .paths import (
     VE,
@@ -97,6 +97,7 @@ __all__ = [
     "log_likelihood",
     "metrics",
     "nn",
+    "quadrature_weights",
     "rotations",
     "solve_ode",
     "solve_sde",
