@@ -395,7 +395,8 @@ def test_point_set_padding_mask(training):
     torch.testing.assert_close(
         vq[:1], model(x[:1, :6], t[:1], points=points[:1, :6], query_points=q)
     )
-    assert bool(torch.isfinite(vq).all())
+    assert bool(torch.isfinite(vq).all()) and bool((vq[2] == 0).all())
+    assert float(vq[1].detach().abs().max()) > 0
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -440,7 +440,7 @@ class PointSetOperator(nn.Module):
     Padding (``mask``): functions with different numbers of points can share a batch by padding
     to a common ``n_points`` and passing ``mask`` of shape ``(B, n_points)``, ``True`` at real
     points. Padded points are ignored as keys and get velocity 0 (mask the loss targets too);
-    a row with no real point gives zeros.
+    a row with no real point gives zeros everywhere (query readouts included).
 
     Query points (``query_points``, needs ``decoder_depth >= 1``): the velocity is read at
     locations ``query_points`` of shape ``(m, d)`` or ``(B, m, d)`` instead of at ``points``,
@@ -639,4 +639,5 @@ class PointSetOperator(nn.Module):
         q = self.query_embed(self.features(q_points)) + time[:, None]
         for block in self.decoder:
             q = block(q, h, key_padding)
-        return self.head(self.norm(q))
+        out = self.head(self.norm(q))
+        return out if mask is None else torch.where(mask.any(dim=1)[:, None, None], out, 0.0)
