@@ -540,6 +540,9 @@ class GPSource(_OnPoints):
         self._kron_scale = 1.0
         self._sqrt_eig: Tensor | None = None
         self._cache: dict[tuple[str, int, torch.dtype, torch.device], Tensor] = {}
+        self._grid_ordered = self.grid is not None and bool(
+            torch.equal(self.grid.order, torch.arange(self.n_points, device=self.grid.order.device))
+        )
 
         chosen = "cholesky" if method == "auto" else method
         if method != "cholesky" and self.grid is not None and known is not False:
@@ -687,14 +690,16 @@ class GPSource(_OnPoints):
         assert self.grid is not None and self._sqrt_eig is not None and self.embedding_shape
         m = self.embedding_shape
         d = len(m)
-        w = self._cached("fft", 0, self._sqrt_eig, work, out)
+        w = self._cached("fft", 0, self._sqrt_eig[..., None], work, out)
         pairs = (count + 1) // 2
-        z = torch.randn(pairs, 2, *m, generator=generator, dtype=work, device=draw).to(out)
-        y = torch.fft.fftn(torch.complex(z[:, 0], z[:, 1]) * w, dim=tuple(range(1, d + 1)))
-        crop = (slice(None), *[slice(0, s) for s in self.grid.shape])
-        y = y[crop]
-        x = torch.cat([y.real, y.imag], dim=0)[:count].reshape(count, -1)
-        return x[:, self._cached_index(out)]
+        # (real, imaginary) pairs last: a complex view without a copy
+        z = torch.randn(pairs, *m, 2, generator=generator, dtype=work, device=draw).to(out)
+        y = torch.view_as_complex(z.mul_(w))
+        # one axis at a time, keeping only the grid's part of each transformed axis
+        for k in reversed(range(d)):
+            y = torch.fft.fft(y, dim=k + 1).narrow(k + 1, 0, self.grid.shape[k])
+        x = torch.view_as_real(y).movedim(-1, 1).reshape(2 * pairs, -1)[:count]
+        return self._to_point_order(x, out)
 
     def _sample_kronecker(
         self,
@@ -713,7 +718,13 @@ class GPSource(_OnPoints):
         x = x.reshape(count, -1)
         if self._kron_scale != 1.0:
             x = x * self._kron_scale
-        return x[:, self._cached_index(out)]
+        return self._to_point_order(x, out)
+
+    def _to_point_order(self, x: Tensor, device: torch.device) -> Tensor:
+        """Grid-order columns to the order of the points (no gather when they agree)."""
+        if self._grid_ordered:
+            return x
+        return x[:, self._cached_index(device)]
 
     def _cached_index(self, device: torch.device) -> Tensor:
         assert self.grid is not None
