@@ -41,7 +41,7 @@ import copy
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -141,8 +141,7 @@ class _OnPoints:
 
     def _init_points(self, points: object, channels: object, mean: object) -> Tensor:
         p64 = _check_points(points)
-        assert isinstance(points, Tensor)  # checked above; for the type checker
-        self.points = points.detach()
+        self.points = cast(Tensor, points).detach()
         self.channels = _check_channels(channels)
         self.grid = detect_grid(self.points)
         n = p64.shape[0]
@@ -184,11 +183,27 @@ class _OnPoints:
         """Point layout ``(B, n)`` / ``(B, n, C)`` to grid layout ``(B, *grid)`` / ``(B, C, *grid)``.
 
         Raises ``ValueError`` when the points are not a regular grid.
+
+        Example:
+            >>> import torch
+            >>> from manifoldfm.functional import WhiteNoise, grid_points
+            >>> src = WhiteNoise(grid_points((4, 6)), channels=2)
+            >>> src.to_grid(src.sample(3)).shape
+            torch.Size([3, 2, 4, 6])
         """
         return self._require_grid().to_grid(x)
 
     def from_grid(self, x: Tensor) -> Tensor:
-        """Grid layout ``(B, *grid)`` / ``(B, C, *grid)`` to point layout ``(B, n)`` / ``(B, n, C)``."""
+        """Grid layout ``(B, *grid)`` / ``(B, C, *grid)`` to point layout ``(B, n)`` / ``(B, n, C)``.
+
+        Example:
+            >>> import torch
+            >>> from manifoldfm.functional import WhiteNoise, grid_points
+            >>> src = WhiteNoise(grid_points((4, 6)).flip(0))
+            >>> x = src.sample(3)
+            >>> bool(torch.equal(src.from_grid(src.to_grid(x)), x))
+            True
+        """
         return self._require_grid().from_grid(x)
 
     def _require_grid(self) -> GridInfo:
