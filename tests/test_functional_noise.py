@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import gpytorch
 import pytest
@@ -199,6 +200,64 @@ def test_grid_order_does_not_change_structured_draws(d, seed):
         xa = a.sample(3, generator=torch.Generator().manual_seed(seed), dtype=F64)
         xb = b.sample(3, generator=torch.Generator().manual_seed(seed), dtype=F64)
         torch.testing.assert_close(xb, xa[:, perm], atol=1e-12, rtol=0)
+
+
+def _periodic():
+    k = gpytorch.kernels.PeriodicKernel()
+    k.lengthscale, k.period_length = 0.5, 0.3
+    return k
+
+
+KERNELS = {
+    "rbf": lambda: rbf(0.2),
+    "matern12": lambda: matern(0.5, 0.2),
+    "matern32": lambda: matern(1.5, 0.2),
+    "matern52": lambda: matern(2.5, 0.2),
+    "periodic": _periodic,
+    "scale": lambda: gpytorch.kernels.ScaleKernel(matern(1.5, 0.2)),
+    "sum": lambda: matern(0.5, 0.2) + rbf(0.5),
+    "product": lambda: matern(1.5, 0.3) * _periodic(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+@pytest.mark.parametrize("where", ["line", "grid", "scattered"])
+def test_gpytorch_kernel_family(name, where):
+    pts = {
+        "line": grid_points(50, dtype=F64),
+        "grid": grid_points((8, 8), dtype=F64),
+        "scattered": torch.rand(30, 2, generator=torch.Generator().manual_seed(0), dtype=F64),
+    }[where]
+    kernel = KERNELS[name]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # periodic kernels: FFT falls back
+        src = GPSource(kernel, pts)
+    with torch.no_grad():
+        ref = kernel.double()(pts).to_dense()
+    torch.testing.assert_close(src.covariance(), ref)
+    assert src.method == "cholesky" if where == "scattered" else src.method in ("fft", "cholesky")
+    if src.method == "fft":
+        k = in_grid_order(src, ref)
+        torch.testing.assert_close(implied_fft_cov(src), k, atol=1e-8, rtol=0)
+    x = src.sample(5, generator=torch.Generator().manual_seed(1), dtype=F64)
+    assert bool(torch.isfinite(x).all()) and bool(torch.isfinite(src.log_prob(x)).all())
+
+
+def test_kronecker_with_one_kernel_per_axis():
+    k0 = gpytorch.kernels.RBFKernel(active_dims=[0])
+    k0.lengthscale = 0.2
+    k = k0 * gpytorch.kernels.MaternKernel(nu=0.5, active_dims=[1])
+    pts = grid_points((7, 6), dtype=F64)
+    src = GPSource(k, pts, method="kronecker")
+    chol = GPSource(k, pts, method="cholesky")
+    x = chol.sample(4, generator=torch.Generator().manual_seed(2), dtype=F64)
+    torch.testing.assert_close(src.log_prob(x), chol.log_prob(x), atol=1e-6, rtol=1e-8)
+
+
+def test_batched_kernels_are_refused():
+    k = gpytorch.kernels.RBFKernel(batch_shape=torch.Size([2]))
+    with pytest.raises(ValueError, match="batched kernels"):
+        GPSource(k, torch.rand(5, 1))
 
 
 def test_fft_falls_back_to_cholesky_with_a_warning():

@@ -310,6 +310,12 @@ def _kernel_function(kernel: object, device: torch.device) -> tuple[KernelFn, bo
 
 def _kernel_matrix(kfn: KernelFn, x: Tensor, y: Tensor) -> Tensor:
     k = kfn(x, y)
+    if k.shape != (x.shape[0], y.shape[0]):
+        raise ValueError(
+            f"the kernel must give a ({x.shape[0]}, {y.shape[0]}) matrix for ({x.shape[0]}, "
+            f"{x.shape[1]}) and ({y.shape[0]}, {y.shape[1]}) points, got {tuple(k.shape)} "
+            "(batched kernels are not supported)"
+        )
     if not bool(torch.isfinite(k).all()):
         raise ValueError("the kernel returned non-finite values on these points")
     return k
