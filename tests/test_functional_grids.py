@@ -60,6 +60,8 @@ def test_layout_round_trip(spec, seed, channels):
     axes = [torch.linspace(lo, hi, s, dtype=torch.float64) for lo, hi, s in zip(low, high, shape)]
     mesh = torch.meshgrid(*axes, indexing="ij")[0]
     torch.testing.assert_close(coord, mesh)
+    for got, want in zip(g.axes(dtype=torch.float64), axes, strict=True):
+        torch.testing.assert_close(got, want)
 
 
 def test_grid_points_order_and_bounds():

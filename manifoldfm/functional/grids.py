@@ -70,6 +70,23 @@ class GridInfo:
         """The number of grid points."""
         return math.prod(self.shape)
 
+    def axes(
+        self, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> tuple[Tensor, ...]:
+        """The coordinates along each axis, ``start + step * arange(size)``.
+
+        Example:
+            >>> import torch
+            >>> from manifoldfm.functional import detect_grid, grid_points
+            >>> [a.tolist() for a in detect_grid(grid_points((2, 3))).axes()]
+            [[0.0, 1.0], [0.0, 0.5, 1.0]]
+        """
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        return tuple(
+            (start + step * torch.arange(s, dtype=torch.float64, device=device)).to(dtype)
+            for s, start, step in zip(self.shape, self.start, self.step, strict=True)
+        )
+
     def to_grid(self, x: Tensor) -> Tensor:
         """Point layout to grid layout.
 
