@@ -1,10 +1,10 @@
 """manifoldfm: flow matching on Euclidean space, Riemannian manifolds and function spaces.
 
 The public names are re-exported here; submodules ``nn``, ``metrics``, ``data``, ``frames``,
-``rotations`` and ``testing`` are reachable as attributes (``manifoldfm.nn.MLPVelocity``).
+``rotations``, ``functional`` and ``testing`` are reachable as attributes (``manifoldfm.nn.MLPVelocity``).
 """
 
-from . import data, frames, metrics, nn, rotations
+from . import data, frames, functional, metrics, nn, rotations
 from ._utils import checks
 from .couplings import CouplingResult, ExactOT, FrameCost, Independent, SinkhornOT, kabsch
 from .losses import cfm_loss, quadrature_weights
@@ -93,6 +93,7 @@ __all__ = [
     "checks",
     "data",
     "frames",
+    "functional",
     "kabsch",
     "log_likelihood",
     "metrics",

@@ -1,17 +1,22 @@
-"""Functional flow matching: noise over point sets and regular grids.
+"""Functional flow matching: noise over point sets and regular grids, and neural operators.
 
 Functions over a continuous domain are carried as their values at an ``(n, d)`` point set;
 regular grids given that way are recognised (:func:`detect_grid`) and used for fast exact
-sampling. See :mod:`manifoldfm.functional.noise` and :mod:`manifoldfm.functional.grids`.
+sampling. See :mod:`manifoldfm.functional.noise`, :mod:`manifoldfm.functional.grids` and
+:mod:`manifoldfm.functional.models` (Fourier neural operators, a point-set transformer).
 """
 
 from .grids import GridInfo, detect_grid, grid_points
+from .models import FNO1d, FNO2d, PointSetOperator
 from .noise import MAX_DENSE_POINTS, GPSource, WhiteNoise
 
 __all__ = [
     "MAX_DENSE_POINTS",
+    "FNO1d",
+    "FNO2d",
     "GPSource",
     "GridInfo",
+    "PointSetOperator",
     "WhiteNoise",
     "detect_grid",
     "grid_points",

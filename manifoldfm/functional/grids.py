@@ -78,8 +78,8 @@ class GridInfo:
         Example:
             >>> import torch
             >>> from manifoldfm.functional import detect_grid, grid_points
-            >>> [a.tolist() for a in detect_grid(grid_points((2, 3))).axes()]
-            [[0.0, 1.0], [0.0, 0.5, 1.0]]
+            >>> tuple(tuple(a.tolist()) for a in detect_grid(grid_points((2, 3))).axes())
+            ((0.0, 1.0), (0.0, 0.5, 1.0))
         """
         dtype = torch.get_default_dtype() if dtype is None else dtype
         return tuple(
@@ -156,8 +156,8 @@ def grid_points(
 
     Example:
         >>> from manifoldfm.functional import grid_points
-        >>> grid_points((2, 3)).tolist()[:4]
-        [[0.0, 0.0], [0.0, 0.5], [0.0, 1.0], [1.0, 0.0]]
+        >>> tuple(tuple(p) for p in grid_points((2, 3)).tolist()[:4])
+        ((0.0, 0.0), (0.0, 0.5), (0.0, 1.0), (1.0, 0.0))
     """
     if isinstance(shape, int) and not isinstance(shape, bool):
         shape = (shape,)
