@@ -107,8 +107,9 @@ def test_replacement_reproduces_observations_exactly(seed, method, m, dtype, res
     assert out.nfe == 6 * stages * (resample + 1)
 
 
+@pytest.mark.parametrize("guidance", ["replacement", "replacement+gradient"])
 @pytest.mark.parametrize("scheduler", [VP(), Cosine()], ids=["vp", "cosine"])
-def test_replacement_exact_for_other_schedules(scheduler):
+def test_replacement_exact_for_other_schedules(scheduler, guidance):
     s, data = _two_functions()
     path = AffinePath(scheduler)
     out = condition_sample(
@@ -120,6 +121,8 @@ def test_replacement_exact_for_other_schedules(scheduler):
         n=4,
         steps=10,
         method="rk4",
+        guidance=guidance,
+        guidance_scale=5.0,
         generator=_gen(0),
     )
     assert torch.equal(out.x[:, [2, 9]], data[1, [2, 9]].expand(4, 2))

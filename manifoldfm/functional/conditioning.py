@@ -399,7 +399,7 @@ def condition_sample(
     ``steps * stages * (resample + 1)``.
 
     A field over another layout (e.g. an FNO on ``(B, C, n)``) is wrapped, e.g.
-    ``lambda x, t: model(source.to_grid(x)[:, None], t)[:, 0].reshape(x.shape)``; a
+    ``lambda x, t: source.from_grid(model(source.to_grid(x)[:, None], t)[:, 0])``; a
     :class:`~manifoldfm.functional.PointSetOperator` takes ``x[..., None]`` and ``points`` through
     ``cond``.
 
