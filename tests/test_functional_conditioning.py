@@ -250,6 +250,34 @@ def test_gp_source_conditioning_recovers_the_function():
     assert _fraction_on(out, data[1], tol=1e-2) >= 0.95
 
 
+@given(
+    seed=seeds,
+    scale=st.floats(min_value=0.0, max_value=30.0),
+    steps=st.integers(min_value=1, max_value=12),
+)
+@example(seed=0, scale=0.0, steps=1)
+def test_gradient_guidance_closed_form_for_a_zero_field(seed, scale, steps):
+    """v = 0 on CondOT: x1_hat = x, so Euler relaxes x[O] to y by (1 - h scale) per step."""
+    g = _gen(seed)
+    x0 = torch.randn(3, 6, generator=g, dtype=F64)
+    y = torch.randn(2, generator=g, dtype=F64)
+    out = condition_sample(
+        lambda x, t: torch.zeros_like(x),
+        None,
+        AffinePath(),
+        observed_index=[4, 1],
+        observed_values=y,
+        x0=x0,
+        steps=steps,
+        guidance="gradient",
+        guidance_scale=scale,
+    )
+    want = x0.clone()
+    want[:, [4, 1]] = y + (1.0 - scale / steps) ** steps * (x0[:, [4, 1]] - y)
+    torch.testing.assert_close(out.x, want, rtol=1e-10, atol=1e-10)
+    assert out.nfe == steps
+
+
 def test_gradient_scale_zero_is_unguided():
     s, data = _two_functions()
     path = AffinePath()
