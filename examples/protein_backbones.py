@@ -27,7 +27,8 @@ minibatch optimal transport with ``ExactOT(cost=FrameCost())``. Velocity field: 
 flattened crop (rotations, translations, time embedding) returning, for every residue, a body
 angular velocity ``w`` and a translation velocity ``v``, i.e. the tangent vector
 ``[[R hat(w), v], [0, 0]]``; besides the frames themselves the network sees, for every
-residue, the pose of the next residue relative to it. Sampling: ``solve_ode(...,
+residue, the pose of the next residue relative to it, and it predicts the remaining
+displacement ``(1 - t) u``, divided by ``max(1 - t, 0.05)`` to give the velocity. Sampling: ``solve_ode(...,
 manifold=SE3())``; with the linear rotation schedule the model is also sampled with
 FrameFlow's exponential rotation rate (``--sample-rotation-rate``, 10 by default: the rotation
 velocity scaled by ``ExponentialRate(rate).velocity_scale(t) * (1 - t)``), reported as
@@ -210,8 +211,12 @@ class FrameChainVelocity(nn.Module):
     whether consecutive frames form a chain, given to the network directly. With a time
     embedding. Output: for each frame a body angular velocity ``w`` and a translation velocity
     ``v``, returned as ``[[R hat(w), v], [0, 0]]`` (tangent by construction), shape
-    ``(B, N, 4, 4)``.
+    ``(B, N, 4, 4)``. The MLP predicts the remaining displacement ``(1 - t) (w, v)`` (what the
+    linear schedule's target ``log_{x_t}(x_1) / (1 - t)`` is made of), divided by
+    ``max(1 - t, 0.05)``: the network's output stays of order one up to ``t = 1``.
     """
+
+    min_remaining = 0.05
 
     def __init__(self, n: int, hidden: int, depth: int) -> None:
         super().__init__()
@@ -228,6 +233,7 @@ class FrameChainVelocity(nn.Module):
         rel = torch.cat([rel, rel.new_zeros(b, 1, 12)], dim=1)
         feats = torch.cat([rot.reshape(b, self.n, 9), trans, rel], dim=-1).reshape(b, -1)
         out = self.mlp(feats, t).reshape(b, self.n, 6)
+        out = out / (1.0 - t).clamp_min(self.min_remaining)[:, None, None]
         return self.se3.join(rot @ hat(out[..., :3]), out[..., 3:], tangent=True)
 
 
@@ -450,10 +456,12 @@ def plot(
         ax.set_title(f"Ramachandran: {key}", fontsize=10)
     ax = axes[1, 2]
     for row, k in enumerate(k for k in sets if k == "rebuilt" or k.startswith("generated")):
-        for i in range(4):
+        x_end = 0.0
+        for i in range(min(4, sets[k].shape[0])):
             ca = sets[k][i, :, 1].numpy()
-            ca = ca - ca.mean(0)
-            ax.plot(ca[:, 0] + 30.0 * i, ca[:, 1] - 30.0 * row, "-o", ms=3, color=colors[k])
+            ca = ca - ca.min(0)
+            ax.plot(ca[:, 0] + x_end, ca[:, 1] - 35.0 * row, "-o", ms=3, color=colors[k])
+            x_end += float(ca[:, 0].max()) + 8.0
     ax.set_aspect("equal")
     ax.set_title("CA traces (x-y): held-out (top), generated (colours as above)", fontsize=10)
     fig.suptitle(title)
