@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     for r, (fields, name) in enumerate(rows):
         for c in range(3):
             ax = axes[r, c]
-            ax.imshow(fields[c, 0], cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower")
+            ax.imshow(fields[c, 0].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower")
             ax.set_title(name)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         ax = axes[r, 3]
         for fields, name, color, ls in selection:
-            ax.semilogy(radial_power_spectrum(fields)[0], color=color, ls=ls, label=name)
+            ax.semilogy(radial_power_spectrum(fields)[0].numpy(), color=color, ls=ls, label=name)
         ax.set_xlabel("wavenumber")
         ax.set_title(title)
         ax.legend(fontsize=8)
