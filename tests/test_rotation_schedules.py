@@ -302,3 +302,37 @@ def test_stochastic_path_refusals():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         x0, x1 = _so3_pair(2, 0)
         StochasticGeodesicPath(SO3()).sample(x0, x1, 1.5)
+
+
+@given(t=st.floats(0.0, 1.0), rate=st.floats(0.1, 50.0), dtype=dtypes)
+@example(t=1.0, rate=10.0, dtype=torch.float32)
+@example(t=1.0 - 1e-7, rate=10.0, dtype=torch.float64)
+def test_exponential_rate_linear_rescale_is_velocity_scale_times_one_minus_t(t, rate, dtype):
+    sched = ExponentialRate(rate)
+    tt = torch.tensor([t], dtype=dtype)
+    got = sched.linear_rescale(tt)
+    assert torch.isfinite(got).all() and got.dtype == dtype
+    z = rate * (1.0 - t)
+    want = 1.0 if z == 0 else z / -math.expm1(-z)
+    assert float(got) == pytest.approx(want, rel=1e-6 if dtype == torch.float64 else 1e-5)
+    if t < 1.0:
+        direct = float(sched.velocity_scale(tt.double())) * (1.0 - t)
+        assert float(got) == pytest.approx(direct, rel=1e-5)
+
+
+def test_linear_rescale_turns_a_linear_field_into_the_exponential_one_on_so3():
+    # the linear schedule's exact field towards one target, rescaled, follows the geodesic
+    # with the exponential schedule's kappa
+    so3, sched = SO3(), ExponentialRate(10.0)
+    g = torch.Generator().manual_seed(3)
+    x0 = so3.random_uniform(4, generator=g, dtype=torch.float64)
+    x1 = so3.random_uniform(4, generator=g, dtype=torch.float64)
+
+    def v(x, t):
+        lin = so3.logmap(x, x1) / (1.0 - t)[:, None, None]
+        return sched.linear_rescale(t)[:, None, None] * lin
+
+    sol = solve_ode(v, x0, steps=200, method="rk4", manifold=so3, t1=0.5)
+    kappa = float(sched(torch.tensor(0.5, dtype=torch.float64)).alpha)
+    want = so3.expmap(x0, kappa * so3.logmap(x0, x1))
+    assert float(so3.dist(sol.x, want).max()) < 1e-6

@@ -289,8 +289,9 @@ class ExponentialRate:
     With ``c -> 0`` it tends to :class:`CondOT`. Use it as the rotation factor's schedule of a
     :class:`~manifoldfm.paths.ProductPath` on ``SO(3) x R^3``, the translation keeping
     ``CondOT``; or, at sampling time only, rescale the rotation velocity of a model trained
-    with ``CondOT``: ``v_exp(x, t) = velocity_scale(t) (1 - t) v(x, t)`` (the linear
-    schedule's ``v = log_{x_t}(x1_hat) / (1 - t)``).
+    with ``CondOT``: ``v_exp(x, t) = linear_rescale(t) v(x, t)`` with
+    ``linear_rescale(t) = velocity_scale(t) (1 - t)`` (the linear schedule's
+    ``v = log_{x_t}(x1_hat) / (1 - t)``), finite everywhere and 1 at ``t = 1``.
 
     Args:
         rate: the rate ``c > 0`` (FrameFlow's default is 10).
@@ -336,6 +337,27 @@ class ExponentialRate:
             tensor([10.0005, 10.0678], dtype=torch.float64)
         """
         return self.rate / -torch.expm1(-self.rate * (1.0 - t))
+
+    def linear_rescale(self, t: Tensor) -> Tensor:
+        """``velocity_scale(t) (1 - t) = c (1 - t) / (1 - e^{-c (1 - t)})``: finite, 1 at ``t = 1``.
+
+        The factor that turns the velocity of a model trained with the linear (``CondOT``)
+        schedule into that of this schedule at sampling time (FrameFlow's exponential rotation
+        rate, FoldFlow's inference scaling): ``v_exp(x, t) = linear_rescale(t) v(x, t)``. It is
+        evaluated as ``z / (1 - e^{-z})`` with ``z = c (1 - t)``, by a series near ``z = 0``, so
+        solvers may evaluate it at ``t = 1``.
+
+        Example:
+            >>> import torch
+            >>> from manifoldfm.paths import ExponentialRate
+            >>> ExponentialRate(10.0).linear_rescale(torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
+            tensor([10.0005,  5.0339,  1.0000], dtype=torch.float64)
+        """
+        z = self.rate * (1.0 - t)
+        small = z.abs() < 1e-4
+        zs = torch.where(small, torch.ones_like(z), z)
+        series = 1.0 + z / 2.0 + z * z / 12.0  # z / (1 - e^{-z}) near 0
+        return torch.where(small, series, zs / -torch.expm1(-zs))
 
     def __repr__(self) -> str:
         return f"ExponentialRate(rate={self.rate})"
