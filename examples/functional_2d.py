@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--length-scale", type=float, default=0.1, help="of the GP noise")
     p.add_argument("--noise-std", type=float, default=1.0)
     p.add_argument("--sigma-min", type=float, default=1e-4)
-    p.add_argument("--steps", type=int, default=400, help="training steps")
+    p.add_argument("--steps", type=int, default=1000, help="training steps")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--width", type=int, default=16)
