@@ -3,6 +3,7 @@
 # gpu-marked tests and the cuda variants of the device tests, then the path-sampling, exact-OT
 # and manifold-solver speed tables on CUDA. Third-party packages the machine lacks travel as
 # wheels in .whl/ (see benchmarks/README.md). Results go to $OUT (default benchmarks/results).
+# About 12 minutes in all on an H200; the timeouts bound each step.
 #
 #   OUT=benchmarks/results bash benchmarks/run_cuda.sh
 set -u
@@ -23,5 +24,9 @@ timeout 150 $PY benchmarks/bench_ot.py --device cuda --out "$OUT/ot_cuda.json" 2
 timeout 100 $PY benchmarks/bench_paths.py --device cuda --out "$OUT/paths_cuda.json" 2>&1 | tail -25
 timeout 120 $PY benchmarks/bench_manifolds.py --part speed --device cuda \
   --out-speed "$OUT/manifolds_speed_cuda.json" 2>&1 | tail -40
+timeout 90 $PY benchmarks/bench_so3.py --part speed se3paths --device cuda \
+  --out "$OUT/so3_cuda.json" 2>&1 | tail -25
+timeout 150 $PY benchmarks/bench_gp.py --device cuda --cases "1-D n=1000" "1-D n=4000" 64x64 \
+  128x128 --methods fft cholesky gpytorch --out "$OUT/gp_cuda.json" 2>&1 | tail -20
 timeout 80 $PY -m pytest -q -p no:cacheprovider -x -k cuda tests 2>&1 | tail -15 | tee -a "$OUT/cuda_tests.log"
 echo "run_cuda.sh done"
