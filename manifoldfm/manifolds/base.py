@@ -221,6 +221,9 @@ class Manifold(geoopt.Manifold):
     volume: float = math.inf
     injectivity_radius: float = math.inf
     parallel_transport: bool = True
+    #: Whether ``_expmap`` returns points on the manifold to rounding whatever the drift of its
+    #: input (the solvers then skip the projection after each exponential-map step).
+    _expmap_projects: bool = False
     #: Short description of the quantity ``_point_deviation`` measures (for error messages).
     _deviation_name: str = "deviation"
 

@@ -37,6 +37,7 @@ class Euclidean(Manifold):
     """
 
     name = "Euclidean"
+    _expmap_projects = True
     volume = math.inf
     injectivity_radius = math.inf
     _deviation_name = "non-finite entries"

@@ -71,6 +71,7 @@ class Product(Manifold):
         self.volume = math.prod(m.volume for m in self._ms)
         self.injectivity_radius = min(m.injectivity_radius for m in self._ms)
         self.parallel_transport = all(m.parallel_transport for m in self._ms)
+        self._expmap_projects = all(m._expmap_projects for m in self._ms)
         self._deviation_name = "largest factor deviation"
 
     @property

@@ -71,6 +71,7 @@ class Sphere(Manifold):
     """
 
     name = "Sphere"
+    _expmap_projects = True
     injectivity_radius = math.pi
     _deviation_name = "max | |x| - 1 |"
 
@@ -116,10 +117,11 @@ class Sphere(Manifold):
 
     def _projx(self, x: Tensor) -> Tensor:
         n = norm(x, keepdim=True)
-        e0 = x.new_zeros(x.shape[-1])
-        e0[0] = 1.0
-        # x / max(n, tiny) is 0 (with a zero gradient) where n = 0, and e0 is taken there
-        return torch.where(n > 0, x / n.clamp_min(torch.finfo(x.dtype).tiny), e0)
+        # x / max(n, tiny) is 0 (with a zero gradient) where n = 0; e0 is put there by adding
+        # 1 to the first coordinate (cheaper than a full-size torch.where)
+        out = x / n.clamp_min(torch.finfo(x.dtype).tiny)
+        out[..., :1] += (n == 0).to(out.dtype)
+        return out
 
     def _proju(self, x: Tensor, u: Tensor) -> Tensor:
         return u - self._dot(x, u) * x

@@ -112,6 +112,7 @@ class FlatTorus(Manifold):
     """
 
     name = "FlatTorus"
+    _expmap_projects = True
     injectivity_radius = math.pi
     _deviation_name = "distance outside [0, 2 pi]"
 

@@ -172,7 +172,9 @@ def _move(x: Tensor, u: Tensor | None, manifold: ManifoldLike | None, scheme: st
         return x + u
     if scheme == "projection":
         return projx(manifold, x + u)
-    return projx(manifold, expmap(manifold, x, u))
+    y = expmap(manifold, x, u)
+    # the library's spheres, tori and Euclidean spaces land on the manifold by construction
+    return y if getattr(manifold, "_expmap_projects", False) else projx(manifold, y)
 
 
 def has_logmap(manifold: object) -> bool:
