@@ -13,6 +13,7 @@ from .manifolds import (
     sphere_vmf_mixture,
     torus_wrapped_mixture,
 )
+from .readers import SPACES, ReadResult, SkippedRow, read_points
 from .toys import (
     TOYS,
     ToySample,
@@ -26,8 +27,11 @@ from .toys import (
 )
 
 __all__ = [
+    "SPACES",
     "TOYS",
     "FunctionData",
+    "ReadResult",
+    "SkippedRow",
     "ToySample",
     "checkerboard",
     "circles",
@@ -38,6 +42,7 @@ __all__ = [
     "read_aemet_csv",
     "read_curves_csv",
     "read_earth_csv",
+    "read_points",
     "read_torsions_csv",
     "sample_toy",
     "sample_toy_labeled",
