@@ -206,21 +206,19 @@ def _read_text(path: str | os.PathLike[str], src: str, delimiter: str | None) ->
 
 
 def _read_array(path: str | os.PathLike[str], src: str, array: str | None, npz: bool) -> _Table:
+    if not npz:
+        return _from_array(np.asarray(np.load(path, allow_pickle=False)), src)
     with np.load(path, allow_pickle=False) as loaded:
-        if npz:
-            keys = list(loaded.keys())
-            if array is None:
-                if len(keys) != 1:
-                    raise ValueError(
-                        f"{src}: the archive holds {len(keys)} arrays {keys}; pass array= "
-                        "to choose one"
-                    )
-                array = keys[0]
-            if array not in keys:
-                raise ValueError(f"{src}: no array {array!r} in the archive; it holds {keys}")
-            a = np.asarray(loaded[array])
-        else:
-            a = np.asarray(loaded)
+        keys = list(loaded.keys())
+        if array is None:
+            if len(keys) != 1:
+                raise ValueError(
+                    f"{src}: the archive holds {len(keys)} arrays {keys}; pass array= to choose one"
+                )
+            array = keys[0]
+        if array not in keys:
+            raise ValueError(f"{src}: no array {array!r} in the archive; it holds {keys}")
+        a = np.asarray(loaded[array])
     return _from_array(a, src)
 
 
@@ -457,17 +455,20 @@ def _layout_auto(src: str, space: str, table: _Table, order: str | None) -> _Lay
 
 
 class _Bad:
-    """Collects bad rows; raises at the first one unless skipping."""
+    """Collects bad rows; :meth:`settle` raises at the first one unless skipping."""
 
     def __init__(self, src: str, skip: bool) -> None:
         self.src, self.skip = src, skip
         self.rows: list[SkippedRow] = []
 
     def add(self, row: int, column: str, reason: str) -> None:
-        if not self.skip:
-            word = "columns" if "', '" in column else "column"
-            raise ValueError(f"{self.src}: row {row}, {word} {column}: {reason}")
         self.rows.append(SkippedRow(row=row, column=column, reason=reason))
+
+    def settle(self) -> None:
+        if self.rows and not self.skip:
+            first = min(self.rows, key=lambda s: s.row)
+            word = "columns" if "', '" in first.column else "column"
+            raise ValueError(f"{self.src}: row {first.row}, {word} {first.column}: {first.reason}")
 
 
 def _values(table: _Table, idx: list[int], bad: _Bad) -> tuple[Tensor, list[int]]:
@@ -701,8 +702,10 @@ def read_points(
         layout = _layout_selected(src, space, names, _select(src, names, columns), order)
     bad = _Bad(src, skip_bad_rows)
     x, keep = _values(table, layout.idx, bad)
+    bad.settle()
     kept_rows = [table.rows[p] for p in keep]
     points, ok = _convert(layout, x, kept_rows, names, angle_unit, float(tol), bad)
+    bad.settle()
     if not bool(ok.all()):
         points = points[ok]
         keep = [p for p, good in zip(keep, ok.tolist(), strict=True) if good]
