@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ._utils import as_time, check_choice, check_positive, value_checks_enabled
-from .manifolds import SO3, FlatTorus, Manifold, Product
+from .manifolds import SE3, SO3, FlatTorus, Manifold, Product
 
 __all__ = [
     "ClassifierFreeGuidance",
@@ -482,6 +482,8 @@ class TangentProjection(nn.Module):
 def _feature_size(manifold: Manifold) -> int:
     if isinstance(manifold, FlatTorus):
         return 2 * manifold.point_shape[0]
+    if isinstance(manifold, SE3):
+        return 12
     if isinstance(manifold, Product):
         return sum(_feature_size(m) for m in manifold._ms)
     return math.prod(manifold.point_shape)
@@ -491,6 +493,8 @@ def _features(manifold: Manifold, x: Tensor) -> Tensor:
     """``(B, *point_shape) -> (B, F)``: the embedding coordinates, with angles as (cos, sin)."""
     if isinstance(manifold, FlatTorus):
         return torch.cat([torch.cos(x), torch.sin(x)], dim=-1)
+    if isinstance(manifold, SE3):  # the rotation and translation blocks, not the constant row
+        return x[:, :3, :].reshape(x.shape[0], 12)
     if isinstance(manifold, Product):
         parts = manifold.split(x)
         return torch.cat(
@@ -506,7 +510,8 @@ class ManifoldFeatures(nn.Module):
     A network fed raw coordinates must see nearby points as nearby inputs. Angles on a torus
     are not: ``0`` and ``2 pi - 1e-9`` are the same point, so each angle becomes
     ``(cos, sin)``. Spheres and SO(3) (as 3x3 matrices) are embedded already, so their
-    coordinates are used as they are; a :class:`~manifoldfm.manifolds.Product` concatenates its
+    coordinates are used as they are; on SE(3) the rotation and translation blocks (12 numbers,
+    not the constant bottom row); a :class:`~manifoldfm.manifolds.Product` concatenates its
     factors' features; other manifolds give their flattened coordinates.
 
     Args:
@@ -558,7 +563,9 @@ class ManifoldMLP(nn.Module):
     :class:`MLPVelocity` (whose output is the point's ambient size) and the tangent projection
     of :class:`TangentProjection`. On SO(3) the output is read as an angular velocity ``w``
     and returned as ``x @ hat(w)`` (three outputs instead of nine, tangent without a
-    projection). Conditions (``y=``, ``c=``) pass through to the MLP.
+    projection); on SE(3) as a body-frame twist ``(w, v)`` (six outputs instead of sixteen,
+    :meth:`~manifoldfm.manifolds.SE3.twist_to_tangent`). Conditions (``y=``, ``c=``) pass
+    through to the MLP.
 
     Args:
         manifold: a manifold of the library; points have shape ``(B, *point_shape)``.
@@ -586,7 +593,8 @@ class ManifoldMLP(nn.Module):
         self.features = ManifoldFeatures(manifold)
         self.manifold = manifold
         self._so3 = isinstance(manifold, SO3)
-        out = 3 if self._so3 else math.prod(manifold.point_shape)
+        self._se3 = isinstance(manifold, SE3)
+        out = 3 if self._so3 else 6 if self._se3 else math.prod(manifold.point_shape)
         self.mlp = MLPVelocity(self.features.out_features, hidden, depth, out_dim=out, **mlp_kwargs)
 
     @property
@@ -601,4 +609,7 @@ class ManifoldMLP(nn.Module):
             from .manifolds.so3 import hat
 
             return x @ hat(out)
+        if self._se3:
+            se3: Any = self.manifold
+            return se3.twist_to_tangent(x, out, frame="body")
         return self.manifold.proju(x, out.reshape(x.shape))

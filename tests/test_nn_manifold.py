@@ -126,3 +126,23 @@ def test_bad_input_is_refused():
     wrong = TangentProjection(MLPVelocity(3, out_dim=2), Sphere(2))
     with pytest.raises(ValueError, match=r"x's shape \(2, 3\)"):
         wrong(Sphere(2).random_uniform(2), torch.rand(2))
+
+
+def test_manifold_mlp_on_se3_outputs_body_twists():
+    from manifoldfm.manifolds import SE3
+
+    se3 = SE3()
+    torch.manual_seed(0)
+    model = ManifoldMLP(se3, hidden=16, depth=2)
+    x = se3.random(5, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
+    t = torch.rand(5, generator=torch.Generator().manual_seed(2))
+    u = model(x, t)
+    assert u.shape == (5, 4, 4) and model.features.out_features == 12
+    # tangent: zero bottom row, R^T dR skew-symmetric
+    assert torch.equal(u[:, 3], torch.zeros(5, 4))
+    a = x[:, :3, :3].mT @ u[:, :3, :3]
+    torch.testing.assert_close(a, -a.mT, atol=1e-5, rtol=0)
+    # six outputs, read as the body twist (w, v)
+    raw = model.mlp(model.features(x), t)
+    assert raw.shape == (5, 6)
+    torch.testing.assert_close(se3.tangent_to_twist(x, u, frame="body"), raw)
