@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .._utils import eps_for
-from .base import Manifold, _taylor_threshold, atan_ratio, norm, sinc_sq, versine_sq
+from .base import Manifold, _taylor_threshold, atan_ratio, norm
 
 __all__ = ["SO3", "hat", "rotation_angle", "rotmat_to_rotvec", "rotvec_to_rotmat", "vee"]
 
@@ -78,12 +78,33 @@ def vee(a: Tensor) -> Tensor:
 
 
 def _rodrigues(omega: Tensor) -> Tensor:
-    t2 = (omega * omega).sum(-1)[..., None, None]
-    outer = omega[..., :, None] * omega[..., None, :]
-    eye = torch.eye(3, dtype=omega.dtype, device=omega.device)
-    # exp(K) = I + sinc(t) K + (1 - cos t)/t^2 K^2, with K^2 = w w^T - t^2 I.
-    b = versine_sq(t2)
-    return eye * (1.0 - b * t2) + sinc_sq(t2) * hat(omega) + b * outer
+    # exp(K) = I + a K + b K^2 with K^2 = w w^T - t^2 I, a = sinc(t), b = (1 - cos t) / t^2,
+    # assembled entry by entry from (x, y, z): few full-size temporaries and no reduction over
+    # the size-3 last dim. Both coefficients share one branch: sin(t) / t and
+    # b = sinc(t / 2)^2 / 2 (no cancellation) above the switch, below it their Taylor series
+    # in t^2 (exact values and gradients at 0; the switch is twice the helpers' threshold on
+    # t, where the truncated series are still exact to the dtype).
+    x, y, z = omega.unbind(-1)
+    xx, yy, zz = x * x, y * y, z * z
+    t2 = xx + yy + zz
+    thr = 2.0 * _taylor_threshold(omega.dtype)
+    small = t2 < thr * thr
+    t = torch.sqrt(torch.where(small, torch.ones_like(t2), t2))
+    h = 0.5 * t
+    sinc_h = torch.sin(h) / h
+    a_series = 1.0 - t2 / 6.0 * (1.0 - t2 / 20.0 * (1.0 - t2 / 42.0))
+    b_series = 0.5 - t2 / 24.0 * (1.0 - t2 / 30.0 * (1.0 - t2 / 56.0))
+    a = torch.where(small, a_series, torch.sin(t) / t)
+    b = torch.where(small, b_series, 0.5 * sinc_h * sinc_h)
+    c = 1.0 - b * t2  # cos t
+    ax, ay, az = a * x, a * y, a * z
+    bxy, bxz, byz = b * (x * y), b * (x * z), b * (y * z)
+    entries = [
+        c + b * xx, bxy - az, bxz + ay,
+        bxy + az, c + b * yy, byz - ax,
+        bxz - ay, byz + ax, c + b * zz,
+    ]  # fmt: skip
+    return torch.stack(entries, dim=-1).unflatten(-1, (3, 3))
 
 
 def rotvec_to_rotmat(omega: Tensor) -> Tensor:
