@@ -429,3 +429,45 @@ def test_bad_arguments(tmp_path):
         read_points(path, space="euclidean", columns=["a", 0])
     with pytest.raises(ValueError, match=r"array= applies to .npz"):
         read_points(path, space="euclidean", array="x")
+
+
+# ------------------------------------------------------------------ invariants
+
+
+@given(seed=seeds, n=st.integers(1, 6), scale=st.floats(0.0, 1e-4))
+@settings(max_examples=25, deadline=None)
+def test_so3_outputs_are_rotations(tmp_path_factory, seed, n, scale):
+    """Matrices within tol are projected onto SO(3); q and -q read as the same rotation."""
+    g = torch.Generator().manual_seed(seed)
+    r = _rotations(n, seed)
+    # uniform noise within scale: |R^T R - I| <= 6 scale + scale^2 stays within tol = 1e-3
+    noisy = r + scale * (2 * torch.rand(n, 3, 3, generator=g, dtype=torch.float64) - 1)
+    d = tmp_path_factory.mktemp("r")
+    names = ",".join(f"r{i}{j}" for i in range(3) for j in range(3))
+    out = read_points(_write(d, names + "\n" + _fmt(noisy.reshape(n, 9).tolist())), space="so3")
+    m = out.points
+    eye = torch.eye(3, dtype=torch.float64)
+    assert torch.allclose(m.mT @ m, eye.expand(n, 3, 3), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(m), torch.ones(n, dtype=torch.float64), atol=1e-12)
+    assert (m - r).abs().max() <= 10 * scale + 1e-12
+    q = rotmat_to_quat(r, scalar_first=True)
+    both = torch.cat([q, -q], 0)
+    res = read_points(_write(d, "qw,qx,qy,qz\n" + _fmt(both.tolist()), "q.csv"), space="so3")
+    assert torch.allclose(res.points[:n], res.points[n:], atol=1e-12)
+    assert torch.allclose(res.points[:n], r, atol=1e-12)
+
+
+@given(seed=seeds, n=st.integers(1, 6), shift=st.integers(-3, 3))
+@settings(max_examples=25, deadline=None)
+def test_torus_is_periodic(tmp_path_factory, seed, n, shift):
+    """Angles that differ by whole turns are the same point of the torus."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(n, 3, generator=g, dtype=torch.float64) * 360 - 180
+    d = tmp_path_factory.mktemp("t")
+    p1 = _write(d, "a,b,c\n" + _fmt(a.tolist()), "a.csv")
+    p2 = _write(d, "a,b,c\n" + _fmt((a + 360 * shift).tolist()), "b.csv")
+    x1 = read_points(p1, space="torus", angle_unit="deg").points
+    x2 = read_points(p2, space="torus", angle_unit="deg").points
+    diff = torch.remainder(x1 - x2 + math.pi, 2 * math.pi) - math.pi
+    assert diff.abs().max() < 1e-9
+    assert bool(((x2 >= 0) & (x2 < 2 * math.pi)).all())

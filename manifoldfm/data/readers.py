@@ -4,17 +4,17 @@
 array of a ``.npz`` archive and returns the points in the representation of the chosen space,
 with a record of what was read (:class:`ReadResult`):
 
-===============  ==============================================================  ================
-space            accepted layouts                                                points
-===============  ==============================================================  ================
-``euclidean``    any numeric columns                                             ``(N, d)``
-``sphere``       latitude, longitude (degrees) or ``x, y, z`` (unit vectors)     ``(N, 3)``
-``torus``        angle columns (degrees or radians), wrapped to ``[0, 2 pi)``    ``(N, k)``
-``so3``          quaternion (4 columns) or rotation matrix ``r00 .. r22`` (9)    ``(N, 3, 3)``
-``se3``          translation + quaternion (7; TUM with a timestamp: 8),          ``(N, 4, 4)``
-                 ``r00 .. r22`` + translation, 3x4 (12) or 4x4 (16) row-major
-``functions``    one function per row, all numeric columns                       ``(N, n)``
-===============  ==============================================================  ================
+* ``euclidean``: any numeric columns, points ``(N, d)``;
+* ``sphere``: latitude and longitude (degrees) or ``x, y, z`` (unit vectors), points
+  ``(N, 3)`` (unit vectors, ``(cos lat cos lon, cos lat sin lon, sin lat)``);
+* ``torus``: angle columns (degrees or radians), points ``(N, k)`` wrapped to ``[0, 2 pi)``;
+* ``so3``: a quaternion (4 columns) or a row-major rotation matrix ``r00 .. r22`` (9),
+  points ``(N, 3, 3)``;
+* ``se3``: a translation and a quaternion (7 columns; 8 with a leading timestamp, the TUM
+  RGB-D layout ``t_s, tx, ty, tz, qx, qy, qz, qw``), ``r00 .. r22`` and a translation, or a
+  row-major 3x4 ``[R | t]`` (12) or 4x4 (16) matrix, points ``(N, 4, 4)``;
+* ``functions``: one function per row, all numeric columns, values ``(N, n)`` with the
+  evenly spaced points of ``[0, 1]`` in :attr:`ReadResult.grid`.
 
 **Columns.** Without ``columns`` the layout is found from the header names (case-insensitive):
 
@@ -279,13 +279,8 @@ def _order_arg(quaternion_order: str | None) -> str | None:
     return quaternion_order
 
 
-def _quat_idx(
-    src: str, names: list[str], idx: list[int], order: str | None, ordered: bool
-) -> list[int]:
-    """The four quaternion columns ``idx`` reordered to ``x, y, z, w``.
-
-    ``ordered``: ``idx`` is in the caller's order (an explicit selection); otherwise in file order.
-    """
+def _quat_idx(src: str, names: list[str], idx: list[int], order: str | None) -> list[int]:
+    """The four quaternion columns ``idx`` (in the file's or the selection's order) as x, y, z, w."""
     letters = [_quat_letter(names[i]) for i in idx]
     named = None not in letters and len(set(letters)) == 4
     if named:
@@ -321,7 +316,7 @@ def _auto_quat(src: str, names: list[str], order: str | None) -> list[int] | Non
             f"{_quote([names[i] for i in found.values()])} but none for component(s) "
             f"{', '.join(missing)}; found {names}"
         )
-    return _quat_idx(src, names, sorted(found.values()), order, ordered=False)
+    return _quat_idx(src, names, sorted(found.values()), order)
 
 
 def _numeric_columns(table: _Table) -> list[int]:
@@ -386,12 +381,12 @@ def _layout_selected(
         return _Layout("latlon" if k == 2 else "xyz", idx)
     if space == "so3" and k in (4, 9):
         if k == 4:
-            return _Layout("quat", _quat_idx(src, names, idx, order, ordered=True))
+            return _Layout("quat", _quat_idx(src, names, idx, order))
         return _Layout("matrix", idx)
     if space == "se3" and k in (7, 8, 12, 16):
         if k in (7, 8):
             t = idx[k - 7 : k - 4]
-            return _Layout("tquat", t + _quat_idx(src, names, idx[k - 4 :], order, ordered=True))
+            return _Layout("tquat", t + _quat_idx(src, names, idx[k - 4 :], order))
         return _Layout("m34" if k == 12 else "m44", idx)
     raise ValueError(
         f"space {space!r} reads {_COUNTS[space]} columns; {k} were selected: "
