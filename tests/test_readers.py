@@ -471,3 +471,21 @@ def test_torus_is_periodic(tmp_path_factory, seed, n, shift):
     diff = torch.remainder(x1 - x2 + math.pi, 2 * math.pi) - math.pi
     assert diff.abs().max() < 1e-9
     assert bool(((x2 >= 0) & (x2 < 2 * math.pi)).all())
+
+
+def test_partial_quaternion_names_are_named(tmp_path):
+    path = _write(tmp_path, "qw,qx,qy,tz\n1,0,0,0\n")
+    with pytest.raises(ValueError, match=r"none for component\(s\) z; found \['qw', 'qx'"):
+        read_points(path, space="so3")
+
+
+def test_se3_bad_quaternion_row_skipped(tmp_path):
+    text = "tx,ty,tz,qx,qy,qz,qw\n1,2,3,0,0,0,1\n1,2,3,0,0,0,3\n4,5,6,0,0,1,0\n"
+    path = _write(tmp_path, text)
+    with pytest.raises(ValueError, match=r"row 3, columns 'qx', 'qy', 'qz', 'qw': norm 3"):
+        read_points(path, space="se3")
+    with pytest.warns(UserWarning, match="skipped 1 of 3"):
+        res = read_points(path, space="se3", skip_bad_rows=True)
+    assert res.points.shape == (2, 4, 4) and res.skipped[0].row == 3
+    assert res.points[1, :3, 3].tolist() == [4.0, 5.0, 6.0]
+    assert torch.allclose(res.points[1, :3, :3], torch.diag(torch.tensor([-1.0, -1, 1])).double())
