@@ -29,7 +29,7 @@ from torch import Tensor
 from ._utils import check_positive, eps_for, value_checks_enabled
 from .manifolds import SO3, Euclidean, FlatTorus, Manifold, Sphere
 from .manifolds.base import atan_ratio, check_tol, norm, sinc_sq
-from .manifolds.so3 import rotation_angle, rotvec_to_rotmat
+from .manifolds.so3 import rotation_angle
 from .manifolds.torus import wrap_angle, wrap_difference
 
 __all__ = [
@@ -1210,24 +1210,83 @@ def _hermite(s: Tensor, f0: Tensor, f1: Tensor, p0: Tensor, p1: Tensor) -> tuple
     return val, der
 
 
-def _igso3_inverse_cdf(u: Tensor, sigma: float) -> Tensor:
-    """Angles with CDF ``u`` (float64), by Newton steps on the cubic Hermite CDF of a cell."""
-    grid, cdf, pdf = _igso3_table(sigma, u.device)
-    lo, h, f0, f1, p0, p1 = _hermite_cell(u, grid, cdf, pdf, by_cdf=True)
-    tiny = torch.finfo(u.dtype).tiny
-    s = ((u - f0) / (f1 - f0).clamp_min(tiny)).clamp(0.0, 1.0)
-    # The cubic in Horner form, val(s) - u = c0 + s (c1 + s (c2 + s c3)): Newton's method from
-    # the linear guess converges quadratically (the cells are small); four steps reach the
-    # table's own accuracy.
-    c0 = f0 - u
-    c1 = p0
-    c2 = 3.0 * (f1 - f0) - 2.0 * p0 - p1
-    c3 = 2.0 * (f0 - f1) + p0 + p1
-    for _ in range(4):
-        val = c0 + s * (c1 + s * (c2 + s * c3))
-        der = c1 + s * (2.0 * c2 + 3.0 * s * c3)
-        s = (s - val / der.clamp_min(tiny)).clamp(0.0, 1.0)
-    return lo + s * h
+@functools.lru_cache(maxsize=_IGSO3_TABLES_MAX)
+def _igso3_sampling_table(
+    sigma: float, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The inverse-CDF sampler's table on ``device``, cached per ``(sigma, device, dtype)``.
+
+    Float64: the CDF at the interior cell boundaries (the cell search) and at each cell's
+    left end ``F(lo)`` (for the exact offset ``F(lo) - u``). In ``dtype``, one row per
+    quantity, one column per cell: ``-1 / (F(hi) - F(lo))``, the exponent of Newton's first
+    guess, the cubic's ``c1, c2, c3`` and its derivative's ``2 c2, 3 c3`` (the Hermite CDF of
+    the cell is ``F(lo) + c1 s + c2 s^2 + c3 s^3``, ``s`` in ``[0, 1]``), ``lo`` and ``h``.
+    """
+    grid, cdf, pdf = _igso3_table_cpu(sigma)
+    lo, hi = grid[:-1], grid[1:]
+    h = hi - lo
+    f0, f1 = cdf[:-1], cdf[1:]
+    p0, p1 = pdf[:-1] * h, pdf[1:] * h
+    df = f1 - f0
+    c2 = 3.0 * df - 2.0 * p0 - p1
+    c3 = p0 + p1 - 2.0 * df
+    # Newton's first guess: s = ((u - F(lo)) / (F(hi) - F(lo)))^e, linear (e = 1) but in the
+    # first cell, where the CDF grows as s^3 (e = 1/3).
+    power = torch.ones_like(h)
+    power[0] = 1.0 / 3.0
+    neg_inv_mass = -1.0 / df.clamp_min(torch.finfo(dtype).tiny)
+    rows = torch.stack([neg_inv_mass, power, p0, c2, c3, 2.0 * c2, 3.0 * c3, lo, h])
+    return cdf[1:-1].to(device), f0.to(device), rows.to(device=device, dtype=dtype)
+
+
+def _igso3_inverse_cdf(u: Tensor, sigma: float, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Angles in ``dtype`` with CDF ``u`` (float64), by Newton steps on a cell's Hermite CDF.
+
+    The cell and the offset ``F(lo) - u`` in float64 (exact: nothing lost to the rounding of
+    ``u`` near 1), then the cubic solved in ``dtype`` in cell coordinates, where every
+    quantity is relative to the cell: float32 angles are accurate to float32's precision.
+    """
+    inner, f0, rows = _igso3_sampling_table(sigma, u.device, dtype)
+    i = torch.searchsorted(inner, u, right=True)  # the cell: F(lo) <= u < F(hi)
+    c0 = (f0[i] - u).to(dtype)  # val(s) - u = c0 + s (c1 + s (c2 + s c3))
+    neg_inv_mass, power, c1, c2, c3, d2, d3, lo, h = rows.index_select(1, i).unbind(0)
+    tiny = torch.finfo(dtype).tiny
+    s = (c0 * neg_inv_mass).clamp_(0.0, 1.0).pow_(power)
+    # Newton's method from the first guess converges quadratically (the cells are small):
+    # four steps in float64, three in float32 reach the table's own accuracy.
+    for _ in range(4 if dtype == torch.float64 else 3):
+        val = torch.addcmul(c0, s, torch.addcmul(c1, s, torch.addcmul(c2, s, c3)))
+        der = torch.addcmul(c1, s, torch.addcmul(d2, s, d3)).clamp_min_(tiny)
+        s = torch.addcdiv(s, val, der, value=-1.0).clamp_(0.0, 1.0)
+    return torch.addcmul(lo, s, h)
+
+
+def _axis_angle_to_rotmat(theta: Tensor, axis_u: Tensor, axis_phi: Tensor) -> Tensor:
+    """``exp(theta hat(a))``, shape ``(n, 3, 3)``, for the unit axis ``a`` of height
+    ``z = 1 - 2 axis_u`` and azimuth ``2 pi axis_phi`` (uniform on the sphere for uniform
+    ``axis_u, axis_phi``).
+
+    Rodrigues' formula with a unit axis: ``I + sin(theta) K + (1 - cos theta) K^2``, with
+    ``1 - cos theta = 2 sin(theta / 2)^2`` (no cancellation at small angles).
+    """
+    z = 1.0 - 2.0 * axis_u
+    rxy = 2.0 * torch.sqrt(axis_u * (1.0 - axis_u))  # sqrt(1 - z^2)
+    phi = (2.0 * math.pi) * axis_phi
+    x = rxy * torch.cos(phi)
+    y = rxy * torch.sin(phi)
+    sh = torch.sin(0.5 * theta)
+    s = 2.0 * sh * torch.cos(0.5 * theta)  # sin(theta)
+    v = 2.0 * sh * sh  # 1 - cos(theta)
+    c = 1.0 - v
+    sx, sy, sz = s * x, s * y, s * z
+    vx = v * x
+    vxy, vxz, vyz = vx * y, vx * z, v * (y * z)
+    entries = [
+        c + vx * x, vxy - sz, vxz + sy,
+        vxy + sz, c + v * (y * y), vyz - sx,
+        vxz - sy, vyz + sx, c + v * (z * z),
+    ]  # fmt: skip
+    return torch.stack(entries, dim=-1).unflatten(-1, (3, 3))
 
 
 def _igso3_rotvec_rows(
@@ -1358,8 +1417,12 @@ class IGSO3:
     **Sampling.** The angle by inverse CDF: a table of the CDF on ``2048`` cells of
     ``[0, min(pi, 12 sigma)]`` (Gauss-Legendre quadrature, 8 nodes per cell, in float64), a
     cubic Hermite interpolant in each cell (values and the density as slopes) inverted by
-    Newton steps; the axis uniform; ``R = loc @ exp(hat(w axis))``. Drawn in float64 on the
-    generator's device, then cast. Tables are cached per ``(sigma, device)`` (at most 16).
+    Newton steps (the cell found in float64, the steps in cell coordinates, in float32 for
+    float32 and narrower dtypes: angles to the working dtype's precision); the axis uniform;
+    ``R = loc @ exp(hat(w axis))``. The uniforms are drawn in float64 on the generator's
+    device whatever the dtype (the same generator state gives the same rotations, up to
+    rounding, in every dtype). Tables are cached per ``(sigma, device)`` and working dtype
+    (at most 16).
 
     Args:
         sigma: the scale ``> 0`` (radians; a Python float).
@@ -1436,12 +1499,13 @@ class IGSO3:
             True
         """
         dtype, draw, out = _sample_setup(n, generator, dtype, device)
-        dt = torch.float64
-        u = torch.rand((n,), generator=generator, dtype=dt, device=draw)
-        theta = _igso3_inverse_cdf(u, self.sigma)
-        axis = torch.randn((n, 3), generator=generator, dtype=dt, device=draw)
-        axis = axis / norm(axis, keepdim=True).clamp_min(torch.finfo(dt).tiny)
-        r = rotvec_to_rotmat(theta[:, None] * axis)
+        # One float64 draw for the angle's uniform and the axis (the same rotations, up to
+        # rounding, whatever the dtype); the rest in float32 for float32 and narrower dtypes.
+        work = torch.float32 if dtype.itemsize <= 4 else torch.float64
+        u = torch.rand((3, n), generator=generator, dtype=torch.float64, device=draw)
+        theta = _igso3_inverse_cdf(u[0], self.sigma, work)
+        axis_u, axis_phi = u[1:].to(work).unbind(0)
+        r = _axis_angle_to_rotmat(theta, axis_u, axis_phi)
         if self.loc is not None:
             r = self.loc.to(device=draw) @ r
         return r.to(dtype=dtype, device=out)
