@@ -1,0 +1,911 @@
+"""From a data file to a trained model: :func:`fit`, :func:`load`, :func:`sample`, :func:`evaluate`.
+
+:func:`fit` trains a flow-matching model on points of one space (``"euclidean"``,
+``"sphere"``, ``"torus"``, ``"so3"``, ``"se3"``) with a complete recipe: a source and a path
+suited to the space, a :class:`~manifoldfm.nn.ManifoldMLP` sized from the data, Adam with a
+cosine learning-rate decay, an exponential moving average (EMA) of the weights, a validation
+split with early stopping, and checkpoints (``model.pt`` and ``config.json``) in a run folder
+from which training can be resumed. :func:`load` rebuilds the model from the run folder as a
+:class:`FittedModel` that samples (and, on compact spaces and Euclidean space, evaluates
+log-densities) in the representation of the data.
+
+**Recipe per space.**
+
+===========  ==========================  ============================  ==================
+space        source                      path                          normalisation
+===========  ==========================  ============================  ==================
+euclidean    standard Gaussian           ``AffinePath(CondOT())``      per-coordinate
+                                                                       mean and std
+sphere       uniform on ``S^{d-1}``      ``GeodesicPath(Sphere)``      none
+torus        uniform on the torus        ``GeodesicPath(FlatTorus)``   none
+so3          uniform (Haar)              ``GeodesicPath(SO3())``       none
+se3          Haar rotation x standard    ``GeodesicPath(SE3())``       translation mean,
+             Gaussian translation                                      one common std
+===========  ==========================  ============================  ==================
+
+The model works on the standardised points; sampling undoes the standardisation.
+
+**Model size** (``hidden=None``, ``depth=None``): with ``n`` training points and ``D`` input
+features of the network, ``hidden`` is 128 for ``n < 2000``, 256 for ``n < 20000`` and 512
+above, at least 256 when ``D > 32``; ``depth`` is 3 for ``n < 20000``, else 4.
+
+**Steps** (``steps=None``): ``50`` passes over the training set, at least 2000 and at most
+20000 steps.
+
+**Validation.** ``val_fraction`` of the points (at least one) are held out. Every
+``eval_every`` steps the conditional flow-matching loss of the EMA model is measured on a
+fixed set of validation pairs (source draws and times drawn once from ``seed``, independent
+pairs), so successive values are comparable. The EMA weights with the lowest value are kept
+(the best checkpoint) and training stops when ``patience`` evaluations in a row bring no
+improvement. With ``val_nll_every=k`` on compact spaces, the validation negative
+log-likelihood of up to 256 validation points (RK4, 20 steps, exact divergence) is also
+recorded at every ``k``-th evaluation (reported only; selection uses the loss).
+
+**Not yet supported** (``NotImplementedError``): :meth:`FittedModel.log_prob` on ``se3``
+(Haar x Gaussian source); products of spaces and conditional models.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "SPACES",
+    "FitResult",
+    "FittedModel",
+    "evaluate",
+    "fit",
+    "load",
+    "sample",
+]
+
+#: The spaces :func:`fit` trains on.
+SPACES = ("euclidean", "sphere", "torus", "so3", "se3")
+_COUPLINGS = ("independent", "ot")
+_COMPACT = ("sphere", "torus", "so3")
+_FORMAT = 1
+_VAL_PAIRS = 2048
+
+
+# ---------------------------------------------------------------------------------------------
+# spaces
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_space(space: object) -> str:
+    if not isinstance(space, str) or space not in SPACES:
+        raise ValueError(f"unknown space {space!r}; choose one of {', '.join(SPACES)}")
+    return space
+
+
+def _manifold(space: str, dim: int) -> Any:
+    from .manifolds import SE3, SO3, Euclidean, FlatTorus, Sphere
+
+    if space == "euclidean":
+        return Euclidean(dim)
+    if space == "sphere":
+        return Sphere(dim - 1)
+    if space == "torus":
+        return FlatTorus(dim)
+    if space == "so3":
+        return SO3()
+    return SE3()
+
+
+def _point_shape(space: str, dim: int) -> tuple[int, ...]:
+    return (4, 4) if space == "se3" else (3, 3) if space == "so3" else (dim,)
+
+
+def _check_points(x: Tensor, space: str) -> int:
+    """Validate the shape of data points; return the dimension ``dim`` of the config."""
+    if x.ndim < 2 or x.shape[0] < 2:
+        raise ValueError(f"data must hold at least 2 points, got shape {tuple(x.shape)}")
+    if space in ("so3", "se3"):
+        k = 3 if space == "so3" else 4
+        if tuple(x.shape[1:]) != (k, k):
+            raise ValueError(f"{space} data must have shape (N, {k}, {k}), got {tuple(x.shape)}")
+        return k
+    if x.ndim != 2:
+        raise ValueError(f"{space} data must have shape (N, d), got {tuple(x.shape)}")
+    d = int(x.shape[1])
+    if space == "sphere" and d < 2:
+        raise ValueError(f"sphere data must be unit vectors (N, d) with d >= 2, got d = {d}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("data contain non-finite values")
+    return d
+
+
+class _HaarGaussian:
+    """Haar-uniform rotation times a standard Gaussian translation on SE(3)."""
+
+    def __init__(self, manifold: Any) -> None:
+        self.manifold = manifold
+
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        return self.manifold.random(n, generator=generator, dtype=dtype, device=device)
+
+
+def _source(space: str, manifold: Any, dim: int) -> Any:
+    from .sources import Gaussian, Uniform
+
+    if space == "euclidean":
+        return Gaussian(dim)
+    if space == "se3":
+        return _HaarGaussian(manifold)
+    return Uniform(manifold)
+
+
+def _normalisation(x: Tensor, space: str) -> dict[str, list[float]]:
+    if space == "euclidean":
+        mean = x.mean(0)
+        std = x.std(0).clamp_min(1e-8)
+        return {"mean": mean.tolist(), "std": std.tolist()}
+    if space == "se3":
+        t = x[:, :3, 3]
+        mean = t.mean(0)
+        rms = float((t - mean).square().sum(1).mean().div(3).sqrt().clamp_min(1e-8))
+        return {"mean": mean.tolist(), "std": [rms]}
+    return {}
+
+
+def _standardise(x: Tensor, space: str, norm: Mapping[str, list[float]]) -> Tensor:
+    if not norm:
+        return x
+    mean = torch.tensor(norm["mean"], dtype=x.dtype, device=x.device)
+    std = torch.tensor(norm["std"], dtype=x.dtype, device=x.device)
+    if space == "euclidean":
+        return (x - mean) / std
+    out = x.clone()
+    out[:, :3, 3] = (x[:, :3, 3] - mean) / std
+    return out
+
+
+def _unstandardise(x: Tensor, space: str, norm: Mapping[str, list[float]]) -> Tensor:
+    if not norm:
+        return x
+    mean = torch.tensor(norm["mean"], dtype=x.dtype, device=x.device)
+    std = torch.tensor(norm["std"], dtype=x.dtype, device=x.device)
+    if space == "euclidean":
+        return x * std + mean
+    out = x.clone()
+    out[:, :3, 3] = x[:, :3, 3] * std + mean
+    return out
+
+
+def _default_size(n: int, features: int) -> tuple[int, int]:
+    hidden = 128 if n < 2000 else 256 if n < 20000 else 512
+    if features > 32:
+        hidden = max(hidden, 256)
+    depth = 3 if n < 20000 else 4
+    return hidden, depth
+
+
+def _default_steps(n: int, batch_size: int) -> int:
+    return min(20000, max(2000, 50 * math.ceil(n / batch_size)))
+
+
+def _build_model(space: str, manifold: Any, hidden: int, depth: int) -> nn.Module:
+    from .nn import ManifoldMLP
+
+    return ManifoldMLP(manifold, hidden=hidden, depth=depth)
+
+
+def _as_points(
+    data: Tensor | str | os.PathLike[str], space: str, read_kwargs: Mapping[str, Any] | None
+) -> Tensor:
+    if isinstance(data, Tensor):
+        if read_kwargs:
+            raise TypeError("read_kwargs apply to files only; data is a tensor")
+        if not data.is_floating_point():
+            raise TypeError(f"data must be a floating tensor, got {data.dtype}")
+        return data.detach()
+    if isinstance(data, (str, os.PathLike)):
+        from .data.readers import read_points
+
+        return read_points(data, space=space, **dict(read_kwargs or {})).points
+    raise TypeError(f"data must be a tensor or a file path, got {type(data).__name__}")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        model: the EMA model at the best validation step (in eval mode), a velocity field on
+            standardised points (use :func:`load` or :attr:`fitted` to sample in the data's
+            representation).
+        config: the run's configuration (the content of ``config.json``).
+        history: ``(step, train_loss, val_loss)`` per evaluation; ``train_loss`` is the mean
+            training loss since the previous evaluation.
+        best_step: the step of the best validation loss.
+        best_val: the best validation loss.
+        stopped_early: whether early stopping ended training before ``steps``.
+        out: the run folder, or ``None`` when nothing was written.
+        val_nll: ``(step, val_nll)`` pairs when ``val_nll_every`` was set.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.api import fit
+        >>> x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+        >>> res = fit(x, space="euclidean", steps=4, batch_size=16, eval_every=2, progress=False)
+        >>> res.config["steps_done"], len(res.history)
+        (4, 2)
+    """
+
+    model: nn.Module
+    config: dict[str, Any]
+    history: tuple[tuple[int, float, float], ...]
+    best_step: int
+    best_val: float
+    stopped_early: bool
+    out: Path | None
+    val_nll: tuple[tuple[int, float], ...] = field(default=())
+
+    @property
+    def fitted(self) -> FittedModel:
+        """The best model as a :class:`FittedModel` (no files needed).
+
+        Example:
+            >>> import torch
+            >>> from manifoldfm.api import fit
+            >>> x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+            >>> res = fit(x, space="euclidean", steps=2, batch_size=16, progress=False)
+            >>> res.fitted.sample(5, steps=2).shape
+            torch.Size([5, 2])
+        """
+        return _fitted(self.model, self.config)
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    """A trained model with what it needs to sample in the data's representation.
+
+    Built by :func:`load` (or :attr:`FitResult.fitted`).
+
+    Attributes:
+        model: the velocity field (the best EMA weights), on standardised points.
+        config: the run's configuration.
+        manifold: the manifold the model lives on.
+        source: the source distribution (on standardised points).
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.api import fit
+        >>> x = torch.nn.functional.normalize(torch.randn(64, 3), dim=1)
+        >>> fm = fit(x, space="sphere", steps=2, batch_size=16, progress=False).fitted
+        >>> y = fm.sample(4, steps=2, generator=torch.Generator().manual_seed(0))
+        >>> y.shape, bool(torch.allclose(y.norm(dim=1), torch.ones(4), atol=1e-5))
+        (torch.Size([4, 3]), True)
+    """
+
+    model: nn.Module
+    config: dict[str, Any]
+    manifold: Any
+    source: Any
+
+    @property
+    def space(self) -> str:
+        """The space's name."""
+        return str(self.config["space"])
+
+    def _param(self) -> Tensor:
+        return next(self.model.parameters())
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        steps: int = 100,
+        method: str = "rk4",
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw ``n`` points in the data's representation (standardisation undone).
+
+        Args:
+            n: number of points.
+            steps: ODE steps (fixed-step methods).
+            method: a :func:`~manifoldfm.solvers.solve_ode` method.
+            generator: random generator of the source draws (on the model's device).
+
+        Example:
+            >>> import torch
+            >>> from manifoldfm.api import fit
+            >>> x = 5.0 + torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+            >>> fm = fit(x, space="euclidean", steps=2, batch_size=16, progress=False).fitted
+            >>> fm.sample(3, steps=2).shape
+            torch.Size([3, 2])
+        """
+        from .solvers import solve_ode
+
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        p = self._param()
+        x0 = self.source.sample(n, generator=generator, dtype=p.dtype, device=p.device)
+        manifold = None if self.space == "euclidean" else self.manifold
+        sol = solve_ode(self.model, x0, steps=steps, method=method, manifold=manifold)
+        return _unstandardise(sol.x, self.space, self.config["normalisation"])
+
+    def log_prob(
+        self, x: Tensor, *, steps: int = 100, method: str = "rk4", batch_size: int = 1024
+    ) -> Tensor:
+        """Log-density of data points ``x`` (data representation), shape ``(N,)``.
+
+        W.r.t. the Riemannian volume on compact spaces (uniform source: the area on the
+        sphere, ``d theta`` on tori, the bi-invariant volume on SO(3)) and the Lebesgue
+        measure of the data's coordinates on Euclidean space (the standardisation's
+        Jacobian included). Exact divergence, ``batch_size`` points at a time.
+
+        Raises:
+            NotImplementedError: on ``se3``.
+
+        Example:
+            >>> import torch
+            >>> from manifoldfm.api import fit
+            >>> x = torch.rand(64, 2, generator=torch.Generator().manual_seed(0)) * 6.28
+            >>> fm = fit(x, space="torus", steps=2, batch_size=16, progress=False).fitted
+            >>> fm.log_prob(x[:3], steps=2).shape
+            torch.Size([3])
+        """
+        from .solvers import log_likelihood
+
+        if self.space == "se3":
+            raise NotImplementedError(
+                "log_prob is not implemented on se3 yet (its source has no log-density here)"
+            )
+        p = self._param()
+        x = x.to(dtype=p.dtype, device=p.device)
+        z = _standardise(x, self.space, self.config["normalisation"])
+        manifold = None if self.space == "euclidean" else self.manifold
+        self.model.eval()
+        out = []
+        for chunk in z.split(batch_size):
+            res = log_likelihood(
+                self.model, chunk, self.source, steps=steps, method=method, manifold=manifold
+            )
+            out.append(res.log_prob)
+        lp = torch.cat(out)
+        if self.space == "euclidean":
+            lp = lp - float(torch.tensor(self.config["normalisation"]["std"]).log().sum())
+        return lp
+
+
+def _fitted(model: nn.Module, config: dict[str, Any]) -> FittedModel:
+    space = str(config["space"])
+    manifold = _manifold(space, int(config["dim"]))
+    return FittedModel(model, config, manifold, _source(space, manifold, int(config["dim"])))
+
+
+# ---------------------------------------------------------------------------------------------
+# fit
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def fit(
+    data: Tensor | str | os.PathLike[str],
+    *,
+    space: str,
+    out: str | os.PathLike[str] | None = None,
+    steps: int | None = None,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    hidden: int | None = None,
+    depth: int | None = None,
+    ema: float = 0.999,
+    coupling: str = "independent",
+    val_fraction: float = 0.1,
+    eval_every: int | None = None,
+    patience: int | None = 10,
+    val_nll_every: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    resume: bool = False,
+    read_kwargs: Mapping[str, Any] | None = None,
+) -> FitResult:
+    """Train a flow-matching model on data points of one space (see the module docstring).
+
+    Args:
+        data: points ``(N, d)`` (``(N, 3, 3)`` on so3, ``(N, 4, 4)`` on se3) in the
+            representation of :func:`~manifoldfm.data.read_points`, or a file it reads.
+        space: ``"euclidean"``, ``"sphere"``, ``"torus"``, ``"so3"`` or ``"se3"``.
+        out: run folder for ``model.pt`` and ``config.json`` (written at every evaluation);
+            ``None`` writes nothing.
+        steps: total training steps (``None``: the rule of the module docstring).
+        batch_size: points per step.
+        lr: peak learning rate of Adam (cosine decay to ``lr / 20``).
+        hidden: hidden width (``None``: from the data).
+        depth: number of hidden layers (``None``: from the data).
+        ema: decay of the exponential moving average of the weights (0 keeps the last weights).
+        coupling: ``"independent"`` or ``"ot"`` (exact minibatch OT with the squared geodesic
+            distance of the space).
+        val_fraction: fraction of the points held out for validation (in ``[0, 0.5]``; 0
+            validates on the training points).
+        eval_every: steps between evaluations (``None``: ``max(10, steps // 50)``).
+        patience: evaluations without improvement before stopping; ``None`` never stops early.
+        val_nll_every: on compact spaces, record the validation NLL every this many
+            evaluations (``None``: never).
+        seed: seed of the split, the initialisation and every random draw.
+        device: training device.
+        dtype: floating dtype of the model and data.
+        progress: show a tqdm progress bar.
+        resume: continue from ``out``'s checkpoint (same data and seed; ``steps`` may be
+            raised to train longer).
+        read_kwargs: options of :func:`~manifoldfm.data.read_points` when ``data`` is a file.
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        ValueError: an unknown space or coupling, bad numbers, data of the wrong shape, or a
+            checkpoint that does not match the data.
+        FileNotFoundError: ``resume=True`` without a checkpoint in ``out``.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.api import fit
+        >>> x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+        >>> res = fit(x, space="euclidean", steps=4, batch_size=16, progress=False)
+        >>> res.config["space"], res.config["hidden"], res.config["depth"]
+        ('euclidean', 128, 3)
+    """
+    from tqdm.auto import tqdm
+
+    from .couplings import ExactOT
+    from .losses import cfm_loss
+    from .paths import AffinePath, CondOT, GeodesicPath
+
+    space = _check_space(space)
+    if coupling not in _COUPLINGS:
+        raise ValueError(f"unknown coupling {coupling!r}; choose one of {', '.join(_COUPLINGS)}")
+    batch_size = _check_positive_int(batch_size, "batch_size", minimum=2)
+    if steps is not None:
+        _check_positive_int(steps, "steps")
+    if eval_every is not None:
+        _check_positive_int(eval_every, "eval_every")
+    if patience is not None:
+        _check_positive_int(patience, "patience")
+    if val_nll_every is not None:
+        _check_positive_int(val_nll_every, "val_nll_every")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not (0.0 <= ema < 1.0):
+        raise ValueError(f"ema must lie in [0, 1), got {ema!r}")
+    if not (0.0 <= val_fraction <= 0.5):
+        raise ValueError(f"val_fraction must lie in [0, 0.5], got {val_fraction!r}")
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    if resume and out is None:
+        raise ValueError("resume=True needs the run folder out")
+    out_dir = Path(out) if out is not None else None
+
+    points = _as_points(data, space, read_kwargs).to(torch.float64)
+    dim = _check_points(points, space)
+    n = int(points.shape[0])
+    dev = torch.device(device)
+
+    # split (a function of n and seed only, so that a resumed run sees the same split)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    train64 = points[train_idx]
+    val64 = points[val_idx] if n_val else train64
+
+    manifold = _manifold(space, dim)
+    from .nn import ManifoldFeatures
+
+    features = ManifoldFeatures(manifold).out_features
+    d_hidden, d_depth = _default_size(train64.shape[0], features)
+
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        assert out_dir is not None
+        cfg_file, model_file = out_dir / "config.json", out_dir / "model.pt"
+        if not (cfg_file.is_file() and model_file.is_file()):
+            raise FileNotFoundError(f"no checkpoint to resume in {out_dir}")
+        config = json.loads(cfg_file.read_text())
+        if config["space"] != space or config["dim"] != dim or config["n_points"] != n:
+            raise ValueError(
+                f"the checkpoint in {out_dir} is for {config['n_points']} points on "
+                f"{config['space']} (dim {config['dim']}); got {n} points on {space} (dim {dim})"
+            )
+        ckpt = torch.load(model_file, map_location=dev, weights_only=False)
+        hidden, depth = int(config["hidden"]), int(config["depth"])
+        norm = config["normalisation"]
+        seed = int(config["seed"])
+        total = steps if steps is not None else int(config["steps"])
+        if total < int(config["steps_done"]):
+            raise ValueError(
+                f"steps = {total} is below the {config['steps_done']} steps already done"
+            )
+    else:
+        hidden = _check_positive_int(hidden, "hidden") if hidden is not None else d_hidden
+        depth = _check_positive_int(depth, "depth") if depth is not None else d_depth
+        norm = _normalisation(train64, space)
+        total = steps if steps is not None else _default_steps(train64.shape[0], batch_size)
+    if eval_every is None:
+        eval_every = max(10, total // 50)
+
+    config = {
+        "format": _FORMAT,
+        "version": _version(),
+        "space": space,
+        "dim": dim,
+        "point_shape": list(_point_shape(space, dim)),
+        "manifold": repr(manifold),
+        "n_points": n,
+        "n_train": int(train64.shape[0]),
+        "n_val": int(n_val),
+        "hidden": hidden,
+        "depth": depth,
+        "normalisation": norm,
+        "coupling": coupling,
+        "batch_size": batch_size,
+        "lr": lr,
+        "ema": ema,
+        "steps": total,
+        "eval_every": eval_every,
+        "patience": patience,
+        "seed": seed,
+        "dtype": str(dtype).removeprefix("torch."),
+        "steps_done": 0,
+        "best_step": 0,
+        "best_val": None,
+        "train_seconds": 0.0,
+    }
+
+    train = _standardise(train64, space, norm).to(device=dev, dtype=dtype)
+    val = _standardise(val64, space, norm).to(device=dev, dtype=dtype)
+    source = _source(space, manifold, dim)
+    path: Any = AffinePath(CondOT()) if space == "euclidean" else GeodesicPath(manifold)
+    loss_manifold = None if space == "euclidean" else manifold
+    pairing = None
+    if coupling == "ot":
+        pairing = ExactOT() if space == "euclidean" else ExactOT(cost=manifold)
+
+    torch.manual_seed(seed)  # parameter initialisation
+    model = _build_model(space, manifold, hidden, depth).to(device=dev, dtype=dtype)
+    ema_model = copy.deepcopy(model).requires_grad_(False)
+    best_model = copy.deepcopy(ema_model)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=lr / 20)
+    g = torch.Generator(device=dev).manual_seed(seed + 1)
+
+    # fixed validation pairs: source draws and times from their own generator
+    gv = torch.Generator(device=dev).manual_seed(seed + 2)
+    n_pairs = min(_VAL_PAIRS, max(256, val.shape[0]))
+    vi = torch.randint(0, val.shape[0], (n_pairs,), generator=gv, device=dev)
+    v_x0 = source.sample(n_pairs, generator=gv, dtype=dtype, device=dev)
+    v_t = torch.rand(n_pairs, generator=gv, dtype=dtype, device=dev)
+    v_sample = path.sample(v_x0, val[vi], v_t)
+
+    history: list[tuple[int, float, float]] = []
+    nll_history: list[tuple[int, float]] = []
+    best_val, best_step, bad_evals, start_step = math.inf, 0, 0, 0
+    train_seconds = 0.0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        ema_model.load_state_dict(ckpt["ema"])
+        best_model.load_state_dict(ckpt["best"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        sched.T_max = total
+        g.set_state(ckpt["generator"].cpu())
+        history = [tuple(h) for h in ckpt["history"]]  # type: ignore[misc]
+        nll_history = [tuple(h) for h in ckpt.get("val_nll", [])]  # type: ignore[misc]
+        best_val, best_step = float(ckpt["best_val"]), int(ckpt["best_step"])
+        bad_evals, start_step = int(ckpt["bad_evals"]), int(ckpt["step"])
+        train_seconds = float(ckpt.get("train_seconds", 0.0))
+
+    ema_params: list[Tensor] = list(ema_model.parameters())
+    model_params: list[Tensor] = list(model.parameters())
+
+    def save(step: int) -> None:
+        config.update(
+            steps_done=step,
+            best_step=best_step,
+            best_val=best_val if math.isfinite(best_val) else None,
+            train_seconds=round(train_seconds, 3),
+        )
+        if out_dir is None:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": _FORMAT,
+            "model": model.state_dict(),
+            "ema": ema_model.state_dict(),
+            "best": best_model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "generator": g.get_state(),
+            "history": history,
+            "val_nll": nll_history,
+            "best_val": best_val,
+            "best_step": best_step,
+            "bad_evals": bad_evals,
+            "step": step,
+            "train_seconds": train_seconds,
+        }
+        tmp = out_dir / "model.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(out_dir / "model.pt")
+        (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    @torch.no_grad()
+    def val_loss() -> float:
+        ema_model.eval()
+        pred = torch.cat(
+            [ema_model(xt, t) for xt, t in zip(v_sample.xt.split(512), v_sample.t.split(512))]
+        )
+        return float(cfm_loss(pred, v_sample, manifold=loss_manifold))
+
+    step = start_step
+    stopped = False
+    running, count = 0.0, 0
+    bar = tqdm(
+        total=total, initial=start_step, desc=f"fit {space}", disable=not progress, leave=False
+    )
+    t_start = time.perf_counter()
+    model.train()
+    while step < total:
+        idx = torch.randint(0, train.shape[0], (batch_size,), generator=g, device=dev)
+        x1 = train[idx]
+        x0 = source.sample(batch_size, generator=g, dtype=dtype, device=dev)
+        if pairing is not None:
+            pair = pairing(x0, x1, generator=g)
+            x0, x1 = pair.x0, pair.x1
+        t = torch.rand(batch_size, generator=g, dtype=dtype, device=dev)
+        s = path.sample(x0, x1, t)
+        loss = cfm_loss(model(s.xt, s.t), s, manifold=loss_manifold)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, model_params, 1.0 - ema)
+        step += 1
+        running += float(loss.detach())
+        count += 1
+        bar.update(1)
+        if step % eval_every == 0 or step == total:
+            v = val_loss()
+            history.append((step, running / count, v))
+            running, count = 0.0, 0
+            if v < best_val:
+                best_val, best_step, bad_evals = v, step, 0
+                best_model.load_state_dict(ema_model.state_dict())
+            else:
+                bad_evals += 1
+            if (
+                val_nll_every is not None
+                and space in _COMPACT
+                and len(history) % val_nll_every == 0
+            ):
+                fm = _fitted(ema_model, config)
+                nll = -float(fm.log_prob(val64[:256], steps=20).mean())
+                nll_history.append((step, nll))
+            bar.set_postfix(loss=f"{history[-1][1]:.3f}", val=f"{v:.3f}", refresh=False)
+            train_seconds += time.perf_counter() - t_start
+            t_start = time.perf_counter()
+            save(step)
+            model.train()
+            if patience is not None and bad_evals >= patience and step < total:
+                stopped = True
+                break
+    bar.close()
+    if step == start_step:  # nothing to train (resumed at the end)
+        save(step)
+    best_model.eval()
+    config["stopped_early"] = stopped
+    if out_dir is not None:
+        (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return FitResult(
+        model=best_model,
+        config=dict(config),
+        history=tuple(history),
+        best_step=best_step,
+        best_val=best_val,
+        stopped_early=stopped,
+        out=out_dir,
+        val_nll=tuple(nll_history),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# load, sample, evaluate
+# ---------------------------------------------------------------------------------------------
+
+
+def load(
+    run_dir: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> FittedModel:
+    """Rebuild the best model of a run folder written by :func:`fit`.
+
+    Args:
+        run_dir: the folder with ``config.json`` and ``model.pt``.
+        device: where to put the model.
+        dtype: the model's dtype (default: the training dtype).
+
+    Raises:
+        FileNotFoundError: a missing file.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from manifoldfm.api import fit, load
+        >>> x = torch.rand(64, 2, generator=torch.Generator().manual_seed(0)) * 6.28
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = fit(x, space="torus", steps=2, batch_size=16, out=d, progress=False)
+        ...     fm = load(d)
+        >>> fm.space, fm.sample(3, steps=2).shape
+        ('torus', torch.Size([3, 2]))
+    """
+    run = Path(run_dir)
+    cfg_file, model_file = run / "config.json", run / "model.pt"
+    for f in (cfg_file, model_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found: is {run} a run folder written by fit?")
+    config = json.loads(cfg_file.read_text())
+    space = _check_space(config["space"])
+    manifold = _manifold(space, int(config["dim"]))
+    model = _build_model(space, manifold, int(config["hidden"]), int(config["depth"]))
+    state = torch.load(model_file, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["best"])
+    dt = dtype if dtype is not None else getattr(torch, config.get("dtype", "float32"))
+    model = model.to(device=torch.device(device), dtype=dt).eval().requires_grad_(False)
+    return FittedModel(model, config, manifold, _source(space, manifold, int(config["dim"])))
+
+
+def sample(
+    run_dir: str | os.PathLike[str],
+    n: int,
+    *,
+    steps: int = 100,
+    method: str = "rk4",
+    seed: int | None = 0,
+    device: str | torch.device = "cpu",
+) -> Tensor:
+    """Draw ``n`` points from the model of a run folder, in the data's representation.
+
+    Args:
+        run_dir: a run folder written by :func:`fit`.
+        n: number of points.
+        steps: ODE steps.
+        method: a :func:`~manifoldfm.solvers.solve_ode` method.
+        seed: seed of the source draws (``None``: torch's global generator).
+        device: device of the model.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from manifoldfm.api import fit, sample
+        >>> x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = fit(x, space="euclidean", steps=2, batch_size=16, out=d, progress=False)
+        ...     y = sample(d, 5, steps=2)
+        >>> y.shape
+        torch.Size([5, 3])
+    """
+    fm = load(run_dir, device=device)
+    dev = torch.device(device)
+    g = torch.Generator(device=dev).manual_seed(seed) if seed is not None else None
+    return fm.sample(n, steps=steps, method=method, generator=g)
+
+
+def _geodesic_w2(manifold: Any, x: Tensor, y: Tensor) -> float:
+    import numpy as np
+    import ot
+
+    from .couplings import pairwise_cost
+
+    cost = pairwise_cost(x.double(), y.double(), manifold).cpu().numpy()
+    a = np.full(x.shape[0], 1.0 / x.shape[0])
+    b = np.full(y.shape[0], 1.0 / y.shape[0])
+    return math.sqrt(max(float(ot.emd2(a, b, cost)), 0.0))
+
+
+def evaluate(
+    run_dir: str | os.PathLike[str],
+    data: Tensor | str | os.PathLike[str],
+    *,
+    n_samples: int | None = None,
+    max_points: int = 2000,
+    steps: int = 100,
+    nll_steps: int = 50,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    read_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compare the model of a run folder with (held-out) data points.
+
+    Up to ``max_points`` data points (a random subset from ``seed``) are compared with as many
+    samples (or ``n_samples``): on ``euclidean`` the W2 distance
+    (:func:`manifoldfm.metrics.wasserstein`) and the squared MMD
+    (:func:`manifoldfm.metrics.mmd`); on the other spaces the W2 distance for the squared
+    geodesic distance (POT's exact solver). On compact spaces and on Euclidean space the mean
+    negative log-likelihood ``nll`` of the data points (nats; see
+    :meth:`FittedModel.log_prob`) is added.
+
+    Returns:
+        A dict with ``space``, ``n_data``, ``n_samples`` and the metrics (floats).
+
+    Example:
+        >>> import tempfile, torch
+        >>> from manifoldfm.api import evaluate, fit
+        >>> x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = fit(x, space="euclidean", steps=2, batch_size=16, out=d, progress=False)
+        ...     m = evaluate(d, x, steps=2, nll_steps=2)
+        >>> sorted(k for k in m if k in ("w2", "mmd", "nll"))
+        ['mmd', 'nll', 'w2']
+    """
+    from .metrics import mmd, wasserstein
+
+    fm = load(run_dir, device=device)
+    points = _as_points(data, fm.space, read_kwargs).to(torch.float64)
+    _check_points(points, fm.space)
+    if int(points.shape[1] if fm.space not in ("so3", "se3") else points.shape[-1]) != int(
+        fm.config["dim"]
+    ):
+        raise ValueError(
+            f"data of shape {tuple(points.shape)} do not match the run's space "
+            f"{fm.space} (dim {fm.config['dim']})"
+        )
+    _check_positive_int(max_points, "max_points", minimum=2)
+    gen = torch.Generator().manual_seed(seed)
+    if points.shape[0] > max_points:
+        points = points[torch.randperm(points.shape[0], generator=gen)[:max_points]]
+    m = n_samples if n_samples is not None else int(points.shape[0])
+    dev = torch.device(device)
+    g = torch.Generator(device=dev).manual_seed(seed)
+    gen_pts = fm.sample(m, steps=steps, generator=g).to(torch.float64).cpu()
+    result: dict[str, Any] = {
+        "space": fm.space,
+        "n_data": int(points.shape[0]),
+        "n_samples": m,
+    }
+    if fm.space == "euclidean":
+        result["w2"] = float(wasserstein(gen_pts, points))
+        result["mmd"] = float(mmd(gen_pts, points))
+    else:
+        result["w2_geodesic"] = _geodesic_w2(fm.manifold, gen_pts, points)
+    if fm.space != "se3":
+        result["nll"] = -float(fm.log_prob(points, steps=nll_steps).mean())
+    return result
