@@ -11,17 +11,13 @@ log-densities) in the representation of the data.
 
 **Recipe per space.**
 
-===========  ==========================  ============================  ==================
-space        source                      path                          normalisation
-===========  ==========================  ============================  ==================
-euclidean    standard Gaussian           ``AffinePath(CondOT())``      per-coordinate
-                                                                       mean and std
-sphere       uniform on ``S^{d-1}``      ``GeodesicPath(Sphere)``      none
-torus        uniform on the torus        ``GeodesicPath(FlatTorus)``   none
-so3          uniform (Haar)              ``GeodesicPath(SO3())``       none
-se3          Haar rotation x standard    ``GeodesicPath(SE3())``       translation mean,
-             Gaussian translation                                      one common std
-===========  ==========================  ============================  ==================
+| space | source | path | normalisation |
+|---|---|---|---|
+| ``euclidean`` | standard Gaussian | ``AffinePath(CondOT())`` | per-coordinate mean and std |
+| ``sphere`` | uniform on the sphere | ``GeodesicPath(Sphere(d - 1))`` | none |
+| ``torus`` | uniform on the torus | ``GeodesicPath(FlatTorus(d))`` | none |
+| ``so3`` | uniform (Haar) | ``GeodesicPath(SO3())`` | none |
+| ``se3`` | Haar rotation, standard Gaussian translation | ``GeodesicPath(SE3())`` | translation mean, one common std |
 
 The model works on the standardised points; sampling undoes the standardisation.
 
@@ -41,8 +37,10 @@ improvement. With ``val_nll_every=k`` on compact spaces, the validation negative
 log-likelihood of up to 256 validation points (RK4, 20 steps, exact divergence) is also
 recorded at every ``k``-th evaluation (reported only; selection uses the loss).
 
-**Not yet supported** (``NotImplementedError``): :meth:`FittedModel.log_prob` on ``se3``
-(Haar x Gaussian source); products of spaces and conditional models.
+**Not yet supported.** :meth:`FittedModel.log_prob` on ``se3`` raises
+``NotImplementedError`` (its Haar x Gaussian source has no log-density here yet), so
+:func:`evaluate` reports no NLL there. Products of spaces, ``"functions"`` data and
+conditional models are not offered by :func:`fit` yet (an unknown space is a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -677,7 +675,8 @@ def fit(
 
     step = start_step
     stopped = False
-    running, count = 0.0, 0
+    running: Tensor | float = 0.0  # summed on the device: no host sync per step
+    count = 0
     bar = tqdm(
         total=total, initial=start_step, desc=f"fit {space}", disable=not progress, leave=False
     )
@@ -700,12 +699,12 @@ def fit(
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, model_params, 1.0 - ema)
         step += 1
-        running += float(loss.detach())
+        running = running + loss.detach()
         count += 1
         bar.update(1)
         if step % eval_every == 0 or step == total:
             v = val_loss()
-            history.append((step, running / count, v))
+            history.append((step, float(running) / count, v))
             running, count = 0.0, 0
             if v < best_val:
                 best_val, best_step, bad_evals = v, step, 0

@@ -143,6 +143,14 @@ def test_early_stopping():
     assert res.config["steps_done"] <= res.best_step + 2 * 2
 
 
+def test_val_nll_is_recorded_on_compact_spaces():
+    res = fit(
+        _data("sphere"), space="sphere", val_nll_every=2, **{**FAST, "steps": 8, "eval_every": 2}
+    )
+    assert [s for s, _ in res.val_nll] == [4, 8]
+    assert all(math.isfinite(v) for _, v in res.val_nll)
+
+
 def test_default_size_and_steps():
     res = fit(_data("torus"), space="torus", steps=1, batch_size=16, progress=False)
     assert (res.config["hidden"], res.config["depth"]) == (128, 3)
