@@ -1281,12 +1281,19 @@ def _axis_angle_to_rotmat(theta: Tensor, axis_u: Tensor, axis_phi: Tensor) -> Te
     sx, sy, sz = s * x, s * y, s * z
     vx = v * x
     vxy, vxz, vyz = vx * y, vx * z, v * (y * z)
-    entries = [
-        c + vx * x, vxy - sz, vxz + sy,
-        vxy + sz, c + v * (y * y), vyz - sx,
-        vxz - sy, vyz + sx, c + v * (z * z),
-    ]  # fmt: skip
-    return torch.stack(entries, dim=-1).unflatten(-1, (3, 3))
+    # the last operations write straight into the (n, 9) result (no separate interleaving
+    # copy; sampling needs no autograd)
+    out = theta.new_empty((theta.shape[0], 9))
+    torch.addcmul(c, vx, x, out=out[:, 0])
+    torch.sub(vxy, sz, out=out[:, 1])
+    torch.add(vxz, sy, out=out[:, 2])
+    torch.add(vxy, sz, out=out[:, 3])
+    torch.addcmul(c, v, y * y, out=out[:, 4])
+    torch.sub(vyz, sx, out=out[:, 5])
+    torch.sub(vxz, sy, out=out[:, 6])
+    torch.add(vyz, sx, out=out[:, 7])
+    torch.addcmul(c, v, z * z, out=out[:, 8])
+    return out.view(-1, 3, 3)
 
 
 def _igso3_rotvec_rows(
@@ -1507,7 +1514,7 @@ class IGSO3:
         axis_u, axis_phi = u[1:].to(work).unbind(0)
         r = _axis_angle_to_rotmat(theta, axis_u, axis_phi)
         if self.loc is not None:
-            r = self.loc.to(device=draw) @ r
+            r = self.loc.to(device=draw, dtype=r.dtype) @ r
         return r.to(dtype=dtype, device=out)
 
     def _angle(self, x: Tensor) -> Tensor:
