@@ -25,8 +25,9 @@ The model works on the standardised points; sampling undoes the standardisation.
 features of the network, ``hidden`` is 128 for ``n < 2000``, 256 for ``n < 20000`` and 512
 above, at least 256 when ``D > 32``; ``depth`` is 3 for ``n < 20000``, else 4.
 
-**Steps** (``steps=None``): ``50`` passes over the training set, at least 2000 and at most
-20000 steps.
+**Steps** (``steps=None``): 100 passes over the training set (``100 * ceil(n / batch_size)``),
+at least 5000 and at most 50000 steps; early stopping usually ends training sooner on large
+data sets.
 
 **Validation.** ``val_fraction`` of the points (at least one) are held out. Every
 ``eval_every`` steps the conditional flow-matching loss of the EMA model is measured on a
@@ -197,7 +198,7 @@ def _default_size(n: int, features: int) -> tuple[int, int]:
 
 
 def _default_steps(n: int, batch_size: int) -> int:
-    return min(20000, max(2000, 50 * math.ceil(n / batch_size)))
+    return min(50000, max(5000, 100 * math.ceil(n / batch_size)))
 
 
 def _build_model(space: str, manifold: Any, hidden: int, depth: int) -> nn.Module:
