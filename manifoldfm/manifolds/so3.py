@@ -89,7 +89,7 @@ def _rodrigues(omega: Tensor) -> Tensor:
     t2 = xx + yy + zz
     thr = 2.0 * _taylor_threshold(omega.dtype)
     small = t2 < thr * thr
-    t = torch.sqrt(torch.where(small, torch.ones_like(t2), t2))
+    t = torch.sqrt(torch.where(small, 1.0, t2))
     h = 0.5 * t
     sinc_h = torch.sin(h) / h
     a_series = 1.0 - t2 / 6.0 * (1.0 - t2 / 20.0 * (1.0 - t2 / 42.0))
@@ -97,12 +97,12 @@ def _rodrigues(omega: Tensor) -> Tensor:
     a = torch.where(small, a_series, torch.sin(t) / t)
     b = torch.where(small, b_series, 0.5 * sinc_h * sinc_h)
     c = 1.0 - b * t2  # cos t
-    ax, ay, az = a * x, a * y, a * z
     bxy, bxz, byz = b * (x * y), b * (x * z), b * (y * z)
+    mul_add = torch.addcmul  # p + q * r (value=-1.0: p - q * r) in one pass
     entries = [
-        c + b * xx, bxy - az, bxz + ay,
-        bxy + az, c + b * yy, byz - ax,
-        bxz - ay, byz + ax, c + b * zz,
+        mul_add(c, b, xx), mul_add(bxy, a, z, value=-1.0), mul_add(bxz, a, y),
+        mul_add(bxy, a, z), mul_add(c, b, yy), mul_add(byz, a, x, value=-1.0),
+        mul_add(bxz, a, y, value=-1.0), mul_add(byz, a, x), mul_add(c, b, zz),
     ]  # fmt: skip
     return torch.stack(entries, dim=-1).unflatten(-1, (3, 3))
 
