@@ -387,3 +387,18 @@ def test_centred_gaussian_dtype_device(device):
 def src_lp_ok(x: torch.Tensor) -> bool:
     lp = CentredGaussian(5).log_prob(x)
     return lp.shape == (3,) and lp.dtype == x.dtype and bool(torch.isfinite(lp).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_sample_with_a_mean_rotation_in_every_dtype(dtype):
+    from manifoldfm.manifolds.so3 import rotvec_to_rotmat
+
+    loc = rotvec_to_rotmat(torch.tensor([0.3, -1.2, 2.0], dtype=F64))
+    src = IGSO3(0.2, loc=loc)
+    a = src.sample(64, generator=_gen(5), dtype=dtype)
+    b = src.sample(64, generator=_gen(5), dtype=F64)
+    assert a.dtype == dtype
+    torch.testing.assert_close(a, b.to(dtype))
+    # concentrated around loc, not around the identity
+    assert float(SO3().dist(b, loc.expand_as(b)).max()) < 1.5
+    assert float(SO3().dist(b, torch.eye(3, dtype=F64).expand_as(b)).min()) > 1.0
