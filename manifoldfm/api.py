@@ -544,7 +544,7 @@ def fit(
                 f"the checkpoint in {out_dir} is for {config['n_points']} points on "
                 f"{config['space']} (dim {config['dim']}); got {n} points on {space} (dim {dim})"
             )
-        ckpt = torch.load(model_file, map_location=dev, weights_only=False)
+        ckpt = torch.load(model_file, map_location=dev, weights_only=True)
         hidden, depth = int(config["hidden"]), int(config["depth"])
         norm = config["normalisation"]
         seed = int(config["seed"])
@@ -787,7 +787,7 @@ def load(
     space = _check_space(config["space"])
     manifold = _manifold(space, int(config["dim"]))
     model = _build_model(space, manifold, int(config["hidden"]), int(config["depth"]))
-    state = torch.load(model_file, map_location="cpu", weights_only=False)
+    state = torch.load(model_file, map_location="cpu", weights_only=True)
     model.load_state_dict(state["best"])
     dt = dtype if dtype is not None else getattr(torch, config.get("dtype", "float32"))
     model = model.to(device=torch.device(device), dtype=dt).eval().requires_grad_(False)
