@@ -6,8 +6,8 @@ suited to the space, a :class:`~manifoldfm.nn.ManifoldMLP` sized from the data, 
 cosine learning-rate decay, an exponential moving average (EMA) of the weights, a validation
 split with early stopping, and checkpoints (``model.pt`` and ``config.json``) in a run folder
 from which training can be resumed. :func:`load` rebuilds the model from the run folder as a
-:class:`FittedModel` that samples (and, on compact spaces and Euclidean space, evaluates
-log-densities) in the representation of the data.
+:class:`FittedModel` that samples and evaluates log-densities in the representation of the
+data.
 
 **Recipe per space.**
 
@@ -38,10 +38,8 @@ improvement. With ``val_nll_every=k`` on compact spaces, the validation negative
 log-likelihood of up to 256 validation points (RK4, 20 steps, exact divergence) is also
 recorded at every ``k``-th evaluation (reported only; selection uses the loss).
 
-**Not yet supported.** :meth:`FittedModel.log_prob` on ``se3`` raises
-``NotImplementedError`` (its Haar x Gaussian source has no log-density here yet), so
-:func:`evaluate` reports no NLL there. Products of spaces, ``"functions"`` data and
-conditional models are not offered by :func:`fit` yet (an unknown space is a ``ValueError``).
+**Not yet supported.** Products of spaces, ``"functions"`` data and conditional models are
+not offered by :func:`fit` yet (an unknown space is a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -140,6 +138,11 @@ class _HaarGaussian:
         device: torch.device | str | None = None,
     ) -> Tensor:
         return self.manifold.random(n, generator=generator, dtype=dtype, device=device)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``-log(8 pi^2) + log N(t; 0, I_3)`` (w.r.t. the bi-invariant volume x Lebesgue)."""
+        t = x[..., :3, 3]
+        return -math.log(8 * math.pi**2) - 0.5 * t.square().sum(-1) - 1.5 * math.log(2 * math.pi)
 
 
 def _source(space: str, manifold: Any, dim: int) -> Any:
@@ -360,12 +363,10 @@ class FittedModel:
         """Log-density of data points ``x`` (data representation), shape ``(N,)``.
 
         W.r.t. the Riemannian volume on compact spaces (uniform source: the area on the
-        sphere, ``d theta`` on tori, the bi-invariant volume on SO(3)) and the Lebesgue
-        measure of the data's coordinates on Euclidean space (the standardisation's
-        Jacobian included). Exact divergence, ``batch_size`` points at a time.
-
-        Raises:
-            NotImplementedError: on ``se3``.
+        sphere, ``d theta`` on tori, the bi-invariant volume of total mass ``8 pi^2`` on
+        SO(3)), the Lebesgue measure of the data's coordinates on Euclidean space, and the
+        product of both on SE(3) (rotation block and translation); the standardisation's
+        Jacobian is included. Exact divergence, ``batch_size`` points at a time.
 
         Example:
             >>> import torch
@@ -377,10 +378,6 @@ class FittedModel:
         """
         from .solvers import log_likelihood
 
-        if self.space == "se3":
-            raise NotImplementedError(
-                "log_prob is not implemented on se3 yet (its source has no log-density here)"
-            )
         p = self._param()
         x = x.to(dtype=p.dtype, device=p.device)
         z = _standardise(x, self.space, self.config["normalisation"])
@@ -393,8 +390,11 @@ class FittedModel:
             )
             out.append(res.log_prob)
         lp = torch.cat(out)
+        norm = self.config["normalisation"]
         if self.space == "euclidean":
-            lp = lp - float(torch.tensor(self.config["normalisation"]["std"]).log().sum())
+            lp = lp - float(torch.tensor(norm["std"]).log().sum())
+        elif self.space == "se3":
+            lp = lp - 3 * math.log(norm["std"][0])
         return lp
 
 
@@ -859,9 +859,8 @@ def evaluate(
     samples (or ``n_samples``): on ``euclidean`` the W2 distance
     (:func:`manifoldfm.metrics.wasserstein`) and the squared MMD
     (:func:`manifoldfm.metrics.mmd`); on the other spaces the W2 distance for the squared
-    geodesic distance (POT's exact solver). On compact spaces and on Euclidean space the mean
-    negative log-likelihood ``nll`` of the data points (nats; see
-    :meth:`FittedModel.log_prob`) is added.
+    geodesic distance (POT's exact solver). The mean negative log-likelihood ``nll`` of the
+    data points (nats; see :meth:`FittedModel.log_prob`) is added on every space.
 
     Returns:
         A dict with ``space``, ``n_data``, ``n_samples`` and the metrics (floats).
@@ -906,6 +905,5 @@ def evaluate(
         result["mmd"] = float(mmd(gen_pts, points))
     else:
         result["w2_geodesic"] = _geodesic_w2(fm.manifold, gen_pts, points)
-    if fm.space != "se3":
-        result["nll"] = -float(fm.log_prob(points, steps=nll_steps).mean())
+    result["nll"] = -float(fm.log_prob(points, steps=nll_steps).mean())
     return result
