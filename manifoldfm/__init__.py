@@ -4,8 +4,9 @@ The public names are re-exported here; submodules ``nn``, ``metrics``, ``data``,
 ``rotations``, ``functional`` and ``testing`` are reachable as attributes (``manifoldfm.nn.MLPVelocity``).
 """
 
-from . import data, frames, functional, metrics, nn, rotations
+from . import api, data, frames, functional, metrics, nn, rotations
 from ._utils import checks
+from .api import FitResult, FittedModel, evaluate, fit, load, sample
 from .couplings import CouplingResult, ExactOT, FrameCost, Independent, SinkhornOT, kabsch
 from .losses import cfm_loss, quadrature_weights
 from .manifolds import SE3, SO3, Euclidean, FlatTorus, Manifold, Product, Sphere
@@ -63,6 +64,8 @@ __all__ = [
     "Euclidean",
     "ExactOT",
     "ExponentialRate",
+    "FitResult",
+    "FittedModel",
     "FlatTorus",
     "FrameCost",
     "Gaussian",
@@ -89,17 +92,22 @@ __all__ = [
     "VonMisesFisher",
     "WrappedNormal",
     "__version__",
+    "api",
     "cfm_loss",
     "checks",
     "data",
+    "evaluate",
+    "fit",
     "frames",
     "functional",
     "kabsch",
+    "load",
     "log_likelihood",
     "metrics",
     "nn",
     "quadrature_weights",
     "rotations",
+    "sample",
     "solve_ode",
     "solve_sde",
 ]
