@@ -46,6 +46,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from ..sources import _sample_setup
 from .grids import GridInfo, detect_grid
 
 __all__ = ["MAX_DENSE_POINTS", "GPSource", "WhiteNoise"]
@@ -103,31 +104,6 @@ def _check_channels(channels: object) -> int | None:
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
         raise ValueError(f"channels must be None or an int >= 1, got {channels!r}")
     return channels
-
-
-def _sample_setup(
-    n: object,
-    generator: torch.Generator | None,
-    dtype: torch.dtype | None,
-    device: torch.device | str | None,
-) -> tuple[int, torch.dtype, torch.device, torch.device]:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    out = torch.device("cpu") if device is None else torch.device(device)
-    if generator is not None:
-        draw = generator.device
-        if device is None:
-            out = draw
-    else:
-        draw = out
-    return n, dtype, draw, out
 
 
 class _OnPoints:
@@ -684,7 +660,7 @@ class GPSource(_OnPoints):
             >>> src.sample(4, dtype=torch.float64).shape
             torch.Size([4, 20, 3])
         """
-        n, dtype, draw, out = _sample_setup(n, generator, dtype, device)
+        dtype, draw, out = _sample_setup(n, generator, dtype, device)
         work = torch.float64 if dtype == torch.float64 else torch.float32
         count = n * (self.channels or 1)
         npts = self.n_points
@@ -891,7 +867,7 @@ class WhiteNoise(_OnPoints):
             >>> WhiteNoise(torch.rand(7, 1)).sample(2, dtype=torch.float64).dtype
             torch.float64
         """
-        n, dtype, draw, out = _sample_setup(n, generator, dtype, device)
+        dtype, draw, out = _sample_setup(n, generator, dtype, device)
         count = n * (self.channels or 1)
         x = torch.randn(count, self.n_points, generator=generator, dtype=dtype, device=draw).to(out)
         if self.std != 1.0:
