@@ -108,6 +108,9 @@ def _check_points(x: Tensor, space: str) -> int:
     """Validate the shape of data points; return the dimension ``dim`` of the config."""
     if x.ndim < 2 or x.shape[0] < 2:
         raise ValueError(f"data must hold at least 2 points, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+        raise ValueError(f"data contain non-finite values in {bad} of {x.shape[0]} points")
     if space in ("so3", "se3"):
         k = 3 if space == "so3" else 4
         if tuple(x.shape[1:]) != (k, k):
@@ -118,8 +121,6 @@ def _check_points(x: Tensor, space: str) -> int:
     d = int(x.shape[1])
     if space == "sphere" and d < 2:
         raise ValueError(f"sphere data must be unit vectors (N, d) with d >= 2, got d = {d}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("data contain non-finite values")
     return d
 
 
@@ -598,8 +599,10 @@ def fit(
     if coupling == "ot":
         pairing = ExactOT() if space == "euclidean" else ExactOT(cost=manifold)
 
-    torch.manual_seed(seed)  # parameter initialisation
-    model = _build_model(space, manifold, hidden, depth).to(device=dev, dtype=dtype)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation, the caller's RNG untouched
+        torch.manual_seed(seed)
+        model = _build_model(space, manifold, hidden, depth)
+    model = model.to(device=dev, dtype=dtype)
     ema_model = copy.deepcopy(model).requires_grad_(False)
     best_model = copy.deepcopy(ema_model)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

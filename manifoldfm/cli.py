@@ -305,8 +305,9 @@ def run_moons_demo(
             f"steps, batch_size and ode_steps must be positive, got {steps}, {batch_size}, {ode_steps}"
         )
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # parameter initialisation of the model
-    model = MLPVelocity(2, hidden=128, depth=3)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation, the caller's RNG untouched
+        torch.manual_seed(seed)
+        model = MLPVelocity(2, hidden=128, depth=3)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=1e-5)
     path = AffinePath()

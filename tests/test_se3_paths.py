@@ -377,3 +377,18 @@ def test_brownian_motion_on_se3_stays_on_it_with_the_metric_variance():
     trans = se3.split(sol.x)[1]
     # the translation is an exact Brownian motion of variance t / translation_weight
     assert float(trans.var(0).mean()) == pytest.approx(0.25, rel=0.05)
+
+
+def test_kabsch_refuses_bad_input():
+    p = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError, match=r"weights must be a torch\.Tensor"):
+        kabsch(p, p, [1.0] * 5)
+    with pytest.raises(TypeError, match="floating dtype"):
+        kabsch(p.long(), p.long())
+    for w in (torch.zeros(5, dtype=torch.float64), -torch.ones(5, dtype=torch.float64)):
+        with pytest.raises(ValueError, match="non-negative weights"):
+            kabsch(p, p, w)
+    q = p.clone()
+    q[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="finite points"):
+        kabsch(q, p)

@@ -6,7 +6,7 @@ import roma
 import torch
 from torch import Tensor
 
-from .._utils import check_positive
+from .._utils import check_positive, value_checks_enabled
 from ..manifolds.se3 import SE3
 
 __all__ = ["FrameCost", "kabsch"]
@@ -81,6 +81,8 @@ def kabsch(points: Tensor, target: Tensor, weights: Tensor | None = None) -> tup
     for name, x in (("points", points), ("target", target)):
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
         if x.ndim < 2 or x.shape[-1] != 3:
             raise ValueError(f"{name} must have shape (..., N, 3), got {tuple(x.shape)}")
     if points.shape[-2] != target.shape[-2]:
@@ -90,10 +92,18 @@ def kabsch(points: Tensor, target: Tensor, weights: Tensor | None = None) -> tup
         )
     p, y = torch.broadcast_tensors(points, target)
     w = torch.ones(p.shape[:-1], dtype=p.dtype, device=p.device) if weights is None else weights
-    if not isinstance(w, Tensor) or tuple(w.shape[-1:]) != p.shape[-2:-1]:
-        got = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
-        raise ValueError(f"weights must have shape (..., {p.shape[-2]}), got {got}")
+    if not isinstance(w, Tensor):
+        raise TypeError(f"weights must be a torch.Tensor, got {type(w).__name__}")
+    if tuple(w.shape[-1:]) != p.shape[-2:-1]:
+        raise ValueError(f"weights must have shape (..., {p.shape[-2]}), got {tuple(w.shape)}")
     w = w.to(p.dtype).expand(p.shape[:-1])
+    if value_checks_enabled():  # one host sync, at the boundary
+        ok = torch.isfinite(p).all() & torch.isfinite(y).all() & (w >= 0).all()
+        if not bool(ok & (w.sum(-1) > 0).all()):
+            raise ValueError(
+                "kabsch needs finite points and targets and non-negative weights with a positive "
+                f"sum per set (points {tuple(points.shape)}, weights {tuple(w.shape)})"
+            )
     total = w.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
     cp = (w[..., None] * p).sum(-2) / total
     cy = (w[..., None] * y).sum(-2) / total
