@@ -301,8 +301,10 @@ def from_backbone(
         raise ValueError(f"at least one residue is needed, got coordinates of shape {_shape(n)}")
     if not (ca.dtype == n.dtype == c.dtype) or not (ca.device == n.device == c.device):
         raise ValueError("n, ca and c must share dtype and device")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a number, got {type(eps).__name__}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be non-negative, got {eps!r}")
     m = _check_mask(mask, _shape(n)[:-1], n.device)
     if m is not None:
         # Masked residues get the ideal local geometry: finite values and gradients.

@@ -680,8 +680,10 @@ def read_points(
     order = _order_arg(quaternion_order)
     if not isinstance(skip_bad_rows, bool):
         raise TypeError(f"skip_bad_rows must be a bool, got {skip_bad_rows!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)):
+        raise TypeError(f"tol must be a number, got {type(tol).__name__}")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol!r}")
     src = os.fspath(path)
     suffix = os.path.splitext(src)[1].lower()
     if array is not None and suffix != ".npz":

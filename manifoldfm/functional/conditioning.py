@@ -466,8 +466,10 @@ def condition_sample(
     if "gradient" in guidance and not callable(getattr(path, "velocity_to_x1", None)):
         raise TypeError("guidance='gradient' needs a path with velocity_to_x1 (an AffinePath)")
     scale = _check_scale(guidance_scale)
-    if isinstance(resample, bool) or not isinstance(resample, int) or resample < 0:
-        raise ValueError(f"resample must be an int >= 0, got {resample!r}")
+    if isinstance(resample, bool) or not isinstance(resample, int):
+        raise TypeError(f"resample must be an int, got {type(resample).__name__}")
+    if resample < 0:
+        raise ValueError(f"resample must be >= 0, got {resample}")
     if isinstance(steps, bool) or not isinstance(steps, int):
         raise TypeError(f"steps must be an int, got {type(steps).__name__}")
     if steps < 1:
