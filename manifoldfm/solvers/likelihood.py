@@ -22,6 +22,7 @@ from ._common import (
     expmap,
     proju,
     projx,
+    require_point,
 )
 from .ode import METHODS, solve_ode
 from .results import LikelihoodResult
@@ -297,9 +298,7 @@ def log_likelihood(
         bits = torch.randint(0, 2, (n_probes, batch, dim), generator=generator, device=x1.device)
         probes = bits.to(x1.dtype).mul_(2).sub_(1)
     state_manifold = None if manifold is None else _WithIntegral(manifold, shape)
-    if manifold is not None:
-        # Validates x1 (on the manifold, with checks on) through the public method.
-        manifold.proju(x1, torch.zeros_like(x1))
+    require_point(manifold, x1, "x1")  # shape; on the manifold with manifold checks on
 
     def augmented(z: Tensor, t: Tensor, **kw: Any) -> Tensor:
         with torch.enable_grad():
