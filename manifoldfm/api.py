@@ -1,13 +1,14 @@
 """From a data file to a trained model: :func:`fit`, :func:`load`, :func:`sample`, :func:`evaluate`.
 
 :func:`fit` trains a flow-matching model on points of one space (``"euclidean"``,
-``"sphere"``, ``"torus"``, ``"so3"``, ``"se3"``) with a complete recipe: a source and a path
-suited to the space, a :class:`~manifoldfm.nn.ManifoldMLP` sized from the data, Adam with a
-cosine learning-rate decay, an exponential moving average (EMA) of the weights, a validation
-split with early stopping, and checkpoints (``model.pt`` and ``config.json``) in a run folder
-from which training can be resumed. :func:`load` rebuilds the model from the run folder as a
-:class:`FittedModel` that samples and evaluates log-densities in the representation of the
-data.
+``"sphere"``, ``"torus"``, ``"so3"``, ``"se3"``) or on functions (``"functions"``) with a
+complete recipe: a source and a path suited to the space, a model sized from the data
+(:class:`~manifoldfm.nn.ManifoldMLP`, or :class:`~manifoldfm.functional.FNO1d` for functions),
+Adam with a cosine learning-rate decay, an exponential moving average (EMA) of the weights, a
+validation split with early stopping, and checkpoints (``model.pt`` and ``config.json``) in a
+run folder from which training can be resumed. :func:`load` rebuilds the model from the run
+folder as a :class:`FittedModel` that samples and evaluates log-densities in the
+representation of the data.
 
 **Recipe per space.**
 
@@ -18,12 +19,19 @@ data.
 | ``torus`` | uniform on the torus | ``GeodesicPath(FlatTorus(d))`` | none |
 | ``so3`` | uniform (Haar) | ``GeodesicPath(SO3())`` | none |
 | ``se3`` | Haar rotation, standard Gaussian translation | ``GeodesicPath(SE3())`` | translation mean, one common std |
+| ``functions`` | Matern-5/2 GP noise, unit variance, length scale ``length_scale`` | ``AffinePath(CondOT(1e-4))`` | one scalar mean and std |
 
-The model works on the standardised points; sampling undoes the standardisation.
+The model works on the standardised points; sampling undoes the standardisation. Functions
+are the ``(N, n)`` values of ``N`` curves on ``n`` evenly spaced points of ``[0, 1]`` (the
+layout of :func:`~manifoldfm.data.read_points` with ``space="functions"``); the loss is the
+trapezoid-weighted mean square over the grid (:func:`~manifoldfm.losses.quadrature_weights`),
+and the trained operator samples on any grid (``FittedModel.sample(..., grid_size=m)``).
 
 **Model size** (``hidden=None``, ``depth=None``): with ``n`` training points and ``D`` input
 features of the network, ``hidden`` is 128 for ``n < 2000``, 256 for ``n < 20000`` and 512
-above, at least 256 when ``D > 32``; ``depth`` is 3 for ``n < 20000``, else 4.
+above, at least 256 when ``D > 32``; ``depth`` is 3 for ``n < 20000``, else 4. For functions,
+``hidden`` is the FNO width (32 for fewer than 2000 curves, else 64), ``depth`` its number of
+Fourier layers (3, or 4 from 20000 curves), with ``min(16, n // 2)`` Fourier modes.
 
 **Steps** (``steps=None``): 100 passes over the training set (``100 * ceil(n / batch_size)``),
 at least 5000 and at most 50000 steps; early stopping usually ends training sooner on large
@@ -38,8 +46,26 @@ improvement. With ``val_nll_every=k`` on compact spaces, the validation negative
 log-likelihood of up to 256 validation points (RK4, 20 steps, exact divergence) is also
 recorded at every ``k``-th evaluation (reported only; selection uses the loss).
 
-**Not yet supported.** Products of spaces, ``"functions"`` data and conditional models are
-not offered by :func:`fit` yet (an unknown space is a ``ValueError``).
+**Run folders.** A folder that already holds a checkpoint is never replaced silently:
+``resume=True`` continues it, ``overwrite=True`` starts afresh in it, anything else is a
+``FileExistsError``.
+
+**Several processes and GPUs.** Launched by ``torchrun`` (``WORLD_SIZE > 1`` in the
+environment), or called inside a process group the caller initialised, :func:`fit` trains
+with ``torch.nn.parallel.DistributedDataParallel``: every process draws its own batch of
+``batch_size`` points (the global batch is ``world_size * batch_size``) from its own random
+stream, computes its coupling on that batch, and gradients are averaged; the EMA,
+validation and early-stopping decisions are identical on every process (rank 0's validation
+loss is broadcast), and rank 0 alone writes the checkpoint, which holds every process's
+random-generator state so that a resumed run with the same number of processes continues
+exactly. On CUDA each process takes ``cuda:LOCAL_RANK`` (NCCL backend); on CPU the gloo
+backend is used. For example::
+
+    torchrun --nproc_per_node=4 -m manifoldfm fit volcano.csv --space sphere \
+        --out runs/volcano --device cuda
+
+**Not yet supported.** Products of spaces, functions on 2-D or 3-D domains and conditional
+models are not offered by :func:`fit` yet (an unknown space is a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -68,11 +94,13 @@ __all__ = [
 ]
 
 #: The spaces :func:`fit` trains on.
-SPACES = ("euclidean", "sphere", "torus", "so3", "se3")
+SPACES = ("euclidean", "sphere", "torus", "so3", "se3", "functions")
 _COUPLINGS = ("independent", "ot")
 _COMPACT = ("sphere", "torus", "so3")
 _FORMAT = 1
 _VAL_PAIRS = 2048
+_SIGMA_MIN_FUNCTIONS = 1e-4
+_LENGTH_SCALE = 0.05
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +117,7 @@ def _check_space(space: object) -> str:
 def _manifold(space: str, dim: int) -> Any:
     from .manifolds import SE3, SO3, Euclidean, FlatTorus, Sphere
 
-    if space == "euclidean":
+    if space in ("euclidean", "functions"):
         return Euclidean(dim)
     if space == "sphere":
         return Sphere(dim - 1)
@@ -117,8 +145,11 @@ def _check_points(x: Tensor, space: str) -> int:
             raise ValueError(f"{space} data must have shape (N, {k}, {k}), got {tuple(x.shape)}")
         return k
     if x.ndim != 2:
-        raise ValueError(f"{space} data must have shape (N, d), got {tuple(x.shape)}")
+        what = "(N, n) values of N functions on n grid points" if space == "functions" else "(N, d)"
+        raise ValueError(f"{space} data must have shape {what}, got {tuple(x.shape)}")
     d = int(x.shape[1])
+    if space == "functions" and d < 4:
+        raise ValueError(f"functions need at least 4 grid points, got shape {tuple(x.shape)}")
     if space == "sphere" and d < 2:
         raise ValueError(f"sphere data must be unit vectors (N, d) with d >= 2, got d = {d}")
     return d
@@ -146,9 +177,30 @@ class _HaarGaussian:
         return -math.log(8 * math.pi**2) - 0.5 * t.square().sum(-1) - 1.5 * math.log(2 * math.pi)
 
 
-def _source(space: str, manifold: Any, dim: int) -> Any:
+def _grid(n: int) -> Tensor:
+    """The ``(n, 1)`` evenly spaced points of ``[0, 1]`` (the readers' grid of functions)."""
+    return torch.linspace(0.0, 1.0, n, dtype=torch.float64)[:, None]
+
+
+def _function_source(length_scale: float, n: int) -> Any:
+    """Matern-5/2 Gaussian-process noise of unit variance on the grid of ``n`` points."""
+    import gpytorch
+
+    from .functional import GPSource
+
+    base = gpytorch.kernels.MaternKernel(nu=2.5)
+    base.lengthscale = length_scale
+    kernel = gpytorch.kernels.ScaleKernel(base)
+    kernel.outputscale = 1.0
+    return GPSource(kernel, _grid(n))
+
+
+def _source(space: str, manifold: Any, dim: int, config: Mapping[str, Any] | None = None) -> Any:
     from .sources import Gaussian, Uniform
 
+    if space == "functions":
+        scale = (config or {}).get("length_scale") or _LENGTH_SCALE
+        return _function_source(float(scale), dim)
     if space == "euclidean":
         return Gaussian(dim)
     if space == "se3":
@@ -157,6 +209,8 @@ def _source(space: str, manifold: Any, dim: int) -> Any:
 
 
 def _normalisation(x: Tensor, space: str) -> dict[str, list[float]]:
+    if space == "functions":  # one scalar mean and std: the shape of the curves is kept
+        return {"mean": [float(x.mean())], "std": [max(float(x.std()), 1e-8)]}
     if space == "euclidean":
         mean = x.mean(0)
         std = x.std(0).clamp_min(1e-8)
@@ -174,7 +228,7 @@ def _standardise(x: Tensor, space: str, norm: Mapping[str, list[float]]) -> Tens
         return x
     mean = torch.tensor(norm["mean"], dtype=x.dtype, device=x.device)
     std = torch.tensor(norm["std"], dtype=x.dtype, device=x.device)
-    if space == "euclidean":
+    if space in ("euclidean", "functions"):
         return (x - mean) / std
     out = x.clone()
     out[:, :3, 3] = (x[:, :3, 3] - mean) / std
@@ -186,14 +240,16 @@ def _unstandardise(x: Tensor, space: str, norm: Mapping[str, list[float]]) -> Te
         return x
     mean = torch.tensor(norm["mean"], dtype=x.dtype, device=x.device)
     std = torch.tensor(norm["std"], dtype=x.dtype, device=x.device)
-    if space == "euclidean":
+    if space in ("euclidean", "functions"):
         return x * std + mean
     out = x.clone()
     out[:, :3, 3] = x[:, :3, 3] * std + mean
     return out
 
 
-def _default_size(n: int, features: int) -> tuple[int, int]:
+def _default_size(n: int, features: int, space: str = "euclidean") -> tuple[int, int]:
+    if space == "functions":  # FNO width and number of Fourier layers
+        return (32 if n < 2000 else 64), (3 if n < 20000 else 4)
     hidden = 128 if n < 2000 else 256 if n < 20000 else 512
     if features > 32:
         hidden = max(hidden, 256)
@@ -205,9 +261,28 @@ def _default_steps(n: int, batch_size: int) -> int:
     return min(50000, max(5000, 100 * math.ceil(n / batch_size)))
 
 
+class _FunctionField(nn.Module):
+    """An :class:`~manifoldfm.functional.FNO1d` on ``(B, n)`` function values (one channel)."""
+
+    def __init__(self, width: int, depth: int, modes: int) -> None:
+        super().__init__()
+        from .functional import FNO1d
+
+        self.fno = FNO1d(1, width=width, modes=modes, depth=depth)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.fno(x[:, None], t)[:, 0]
+
+
+def _modes(n: int) -> int:
+    return max(1, min(16, n // 2))
+
+
 def _build_model(space: str, manifold: Any, hidden: int, depth: int) -> nn.Module:
     from .nn import ManifoldMLP
 
+    if space == "functions":
+        return _FunctionField(hidden, depth, _modes(int(manifold.dim)))
     return ManifoldMLP(manifold, hidden=hidden, depth=depth)
 
 
@@ -331,6 +406,7 @@ class FittedModel:
         steps: int = 100,
         method: str = "rk4",
         generator: torch.Generator | None = None,
+        grid_size: int | None = None,
     ) -> Tensor:
         """Draw ``n`` points in the data's representation (standardisation undone).
 
@@ -339,6 +415,10 @@ class FittedModel:
             steps: ODE steps (fixed-step methods).
             method: a :func:`~manifoldfm.solvers.solve_ode` method.
             generator: random generator of the source draws (on the model's device).
+            grid_size: ``functions`` only: the number of evenly spaced points of ``[0, 1]``
+                at which the functions are generated (``None``: the training grid). The
+                neural operator is resolution-independent, so a finer grid than the data's
+                is allowed.
 
         Example:
             >>> import torch
@@ -350,11 +430,18 @@ class FittedModel:
         """
         from .solvers import solve_ode
 
-        if not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
+        source = self.source
+        if grid_size is not None:
+            if self.space != "functions":
+                raise ValueError(f"grid_size applies to functions only, not to {self.space}")
+            _check_positive_int(grid_size, "grid_size", minimum=4)
+            if grid_size != int(self.config["dim"]):
+                source = _source("functions", None, grid_size, self.config)
         p = self._param()
-        x0 = self.source.sample(n, generator=generator, dtype=p.dtype, device=p.device)
-        manifold = None if self.space == "euclidean" else self.manifold
+        x0 = source.sample(n, generator=generator, dtype=p.dtype, device=p.device)
+        manifold = None if self.space in ("euclidean", "functions") else self.manifold
         sol = solve_ode(self.model, x0, steps=steps, method=method, manifold=manifold)
         return _unstandardise(sol.x, self.space, self.config["normalisation"])
 
@@ -367,7 +454,9 @@ class FittedModel:
         sphere, ``d theta`` on tori, the bi-invariant volume of total mass ``8 pi^2`` on
         SO(3)), the Lebesgue measure of the data's coordinates on Euclidean space, and the
         product of both on SE(3) (rotation block and translation); the standardisation's
-        Jacobian is included. Exact divergence, ``batch_size`` points at a time.
+        Jacobian is included. Exact divergence, ``batch_size`` points at a time. Not
+        defined for ``functions`` (a density of grid values depends on the grid; compare
+        functions with :func:`~manifoldfm.metrics.functional_statistics` instead).
 
         Example:
             >>> import torch
@@ -379,6 +468,11 @@ class FittedModel:
         """
         from .solvers import log_likelihood
 
+        if self.space == "functions":
+            raise ValueError(
+                "log_prob is not defined for functions: the density of grid values depends on "
+                "the grid; use manifoldfm.metrics.functional_statistics (evaluate does)"
+            )
         p = self._param()
         x = x.to(dtype=p.dtype, device=p.device)
         z = _standardise(x, self.space, self.config["normalisation"])
@@ -402,7 +496,9 @@ class FittedModel:
 def _fitted(model: nn.Module, config: dict[str, Any]) -> FittedModel:
     space = str(config["space"])
     manifold = _manifold(space, int(config["dim"]))
-    return FittedModel(model, config, manifold, _source(space, manifold, int(config["dim"])))
+    return FittedModel(
+        model, config, manifold, _source(space, manifold, int(config["dim"]), config)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,6 +510,88 @@ def _check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+@dataclass(frozen=True)
+class _Dist:
+    """The process group fit runs in: rank, world size, and whether fit created it."""
+
+    rank: int = 0
+    world: int = 1
+    created: bool = False
+
+    def all_mean(self, values: list[float], device: torch.device) -> list[float]:
+        """Mean over the processes of a few floats (identity in one process)."""
+        if self.world == 1:
+            return values
+        import torch.distributed as dist
+
+        buf = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(buf)
+        return (buf / self.world).tolist()
+
+    def from_rank0(self, values: list[float], device: torch.device) -> list[float]:
+        """Rank 0's values on every process (identity in one process)."""
+        if self.world == 1:
+            return values
+        import torch.distributed as dist
+
+        buf = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.broadcast(buf, src=0)
+        return buf.tolist()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every process's ``obj``, in rank order."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def _distributed(device: torch.device) -> tuple[_Dist, torch.device]:
+    """Join the process group of a ``torchrun`` launch (or the caller's), pick the device.
+
+    A process group the caller initialised is used as it is. Without one, ``WORLD_SIZE > 1``
+    in the environment (set by ``torchrun``) starts one with the NCCL backend on CUDA and gloo
+    otherwise. On CUDA without a device index, each process takes ``cuda:LOCAL_RANK``.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return _Dist(), device
+    created = False
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return _Dist(), device
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        created = True
+    world = dist.get_world_size()
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return _Dist(dist.get_rank(), world, created), device
+
+
+def _collective_device(d: _Dist, dev: torch.device) -> torch.device:
+    if d.world == 1:
+        return dev
+    import torch.distributed as dist
+
+    return dev if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _train_generator_seed(seed: int, rank: int) -> int:
+    return seed + 1 + 7919 * rank
 
 
 def fit(
@@ -432,27 +610,33 @@ def fit(
     eval_every: int | None = None,
     patience: int | None = 10,
     val_nll_every: int | None = None,
+    length_scale: float | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
     read_kwargs: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Train a flow-matching model on data points of one space (see the module docstring).
 
     Args:
-        data: points ``(N, d)`` (``(N, 3, 3)`` on so3, ``(N, 4, 4)`` on se3) in the
+        data: points ``(N, d)`` (``(N, 3, 3)`` on so3, ``(N, 4, 4)`` on se3, ``(N, n)``
+            values on ``n`` evenly spaced points of ``[0, 1]`` for functions) in the
             representation of :func:`~manifoldfm.data.read_points`, or a file it reads.
-        space: ``"euclidean"``, ``"sphere"``, ``"torus"``, ``"so3"`` or ``"se3"``.
+        space: ``"euclidean"``, ``"sphere"``, ``"torus"``, ``"so3"``, ``"se3"`` or
+            ``"functions"``.
         out: run folder for ``model.pt`` and ``config.json`` (written at every evaluation);
             ``None`` writes nothing.
         steps: total training steps (``None``: the rule of the module docstring).
-        batch_size: points per step.
+        batch_size: points per step (per process under ``torchrun``).
         lr: peak learning rate of Adam (cosine decay to ``lr / 20``).
         hidden: hidden width (``None``: from the data).
         depth: number of hidden layers (``None``: from the data).
-        ema: decay of the exponential moving average of the weights (0 keeps the last weights).
+        ema: decay of the exponential moving average of the weights (0 keeps the last
+            weights); at step ``k`` the decay is ``min(ema, (1 + k) / (10 + k))``, so short
+            runs are not dominated by the initial weights.
         coupling: ``"independent"`` or ``"ot"`` (exact minibatch OT with the squared geodesic
             distance of the space).
         val_fraction: fraction of the points held out for validation (in ``[0, 0.5]``; 0
@@ -461,12 +645,16 @@ def fit(
         patience: evaluations without improvement before stopping; ``None`` never stops early.
         val_nll_every: on compact spaces, record the validation NLL every this many
             evaluations (``None``: never).
+        length_scale: ``functions`` only: the length scale of the Matern-5/2 noise on
+            ``[0, 1]`` (``None``: 0.05).
         seed: seed of the split, the initialisation and every random draw.
-        device: training device.
+        device: training device (``"cuda"`` under ``torchrun``: each process takes
+            ``cuda:LOCAL_RANK``).
         dtype: floating dtype of the model and data.
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (rank 0 only).
         resume: continue from ``out``'s checkpoint (same data and seed; ``steps`` may be
             raised to train longer).
+        overwrite: allow a new run to replace the checkpoint in ``out``.
         read_kwargs: options of :func:`~manifoldfm.data.read_points` when ``data`` is a file.
 
     Returns:
@@ -476,6 +664,7 @@ def fit(
         ValueError: an unknown space or coupling, bad numbers, data of the wrong shape, or a
             checkpoint that does not match the data.
         FileNotFoundError: ``resume=True`` without a checkpoint in ``out``.
+        FileExistsError: ``out`` holds a checkpoint, and neither ``resume`` nor ``overwrite``.
 
     Example:
         >>> import torch
@@ -488,7 +677,7 @@ def fit(
     from tqdm.auto import tqdm
 
     from .couplings import ExactOT
-    from .losses import cfm_loss
+    from .losses import cfm_loss, quadrature_weights
     from .paths import AffinePath, CondOT, GeodesicPath
 
     space = _check_space(space)
@@ -509,16 +698,33 @@ def fit(
         raise ValueError(f"ema must lie in [0, 1), got {ema!r}")
     if not (0.0 <= val_fraction <= 0.5):
         raise ValueError(f"val_fraction must lie in [0, 0.5], got {val_fraction!r}")
+    if length_scale is not None:
+        if space != "functions":
+            raise ValueError(f"length_scale applies to functions only, not to {space}")
+        if not (isinstance(length_scale, (int, float)) and 0 < length_scale < math.inf):
+            raise ValueError(f"length_scale must be a positive number, got {length_scale!r}")
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
     if resume and out is None:
         raise ValueError("resume=True needs the run folder out")
     out_dir = Path(out) if out is not None else None
+    if (
+        out_dir is not None
+        and not resume
+        and not overwrite
+        and ((out_dir / "config.json").exists() or (out_dir / "model.pt").exists())
+    ):
+        raise FileExistsError(
+            f"{out_dir} already holds a run; pass resume=True to continue it or "
+            "overwrite=True to replace it (CLI: --resume / --overwrite)"
+        )
 
     points = _as_points(data, space, read_kwargs).to(torch.float64)
     dim = _check_points(points, space)
     n = int(points.shape[0])
-    dev = torch.device(device)
+    dist_info, dev = _distributed(torch.device(device))
+    rank0 = dist_info.rank == 0
+    cdev = _collective_device(dist_info, dev)
 
     # split (a function of n and seed only, so that a resumed run sees the same split)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -528,10 +734,13 @@ def fit(
     val64 = points[val_idx] if n_val else train64
 
     manifold = _manifold(space, dim)
-    from .nn import ManifoldFeatures
+    if space == "functions":
+        features = dim
+    else:
+        from .nn import ManifoldFeatures
 
-    features = ManifoldFeatures(manifold).out_features
-    d_hidden, d_depth = _default_size(train64.shape[0], features)
+        features = ManifoldFeatures(manifold).out_features
+    d_hidden, d_depth = _default_size(train64.shape[0], features, space)
 
     ckpt: dict[str, Any] | None = None
     if resume:
@@ -549,6 +758,7 @@ def fit(
         hidden, depth = int(config["hidden"]), int(config["depth"])
         norm = config["normalisation"]
         seed = int(config["seed"])
+        length_scale = config.get("length_scale")
         total = steps if steps is not None else int(config["steps"])
         if total < int(config["steps_done"]):
             raise ValueError(
@@ -559,6 +769,8 @@ def fit(
         depth = _check_positive_int(depth, "depth") if depth is not None else d_depth
         norm = _normalisation(train64, space)
         total = steps if steps is not None else _default_steps(train64.shape[0], batch_size)
+        if space == "functions" and length_scale is None:
+            length_scale = _LENGTH_SCALE
     if eval_every is None:
         eval_every = max(10, total // 50)
 
@@ -577,6 +789,7 @@ def fit(
         "normalisation": norm,
         "coupling": coupling,
         "batch_size": batch_size,
+        "world_size": dist_info.world,
         "lr": lr,
         "ema": ema,
         "steps": total,
@@ -589,15 +802,27 @@ def fit(
         "best_val": None,
         "train_seconds": 0.0,
     }
+    if space == "functions":
+        config["length_scale"] = float(length_scale)  # type: ignore[arg-type]
+        config["sigma_min"] = _SIGMA_MIN_FUNCTIONS
+        config["model"] = f"FNO1d width {hidden} depth {depth} modes {_modes(dim)}"
 
     train = _standardise(train64, space, norm).to(device=dev, dtype=dtype)
     val = _standardise(val64, space, norm).to(device=dev, dtype=dtype)
-    source = _source(space, manifold, dim)
-    path: Any = AffinePath(CondOT()) if space == "euclidean" else GeodesicPath(manifold)
-    loss_manifold = None if space == "euclidean" else manifold
+    source = _source(space, manifold, dim, config)
+    path: Any
+    weights: Tensor | None = None
+    if space == "functions":
+        path = AffinePath(CondOT(_SIGMA_MIN_FUNCTIONS))
+        weights = quadrature_weights(_grid(dim)[:, 0], normalize=True).to(dev, dtype)
+    elif space == "euclidean":
+        path = AffinePath(CondOT())
+    else:
+        path = GeodesicPath(manifold)
+    loss_manifold = None if space in ("euclidean", "functions") else manifold
     pairing = None
     if coupling == "ot":
-        pairing = ExactOT() if space == "euclidean" else ExactOT(cost=manifold)
+        pairing = ExactOT() if loss_manifold is None else ExactOT(cost=manifold)
 
     with torch.random.fork_rng(devices=[]):  # seeded initialisation, the caller's RNG untouched
         torch.manual_seed(seed)
@@ -605,9 +830,15 @@ def fit(
     model = model.to(device=dev, dtype=dtype)
     ema_model = copy.deepcopy(model).requires_grad_(False)
     best_model = copy.deepcopy(ema_model)
+    train_model: nn.Module = model
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [dev.index] if dev.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=ids)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=lr / 20)
-    g = torch.Generator(device=dev).manual_seed(seed + 1)
+    g = torch.Generator(device=dev).manual_seed(_train_generator_seed(seed, dist_info.rank))
 
     # fixed validation pairs: source draws and times from their own generator
     gv = torch.Generator(device=dev).manual_seed(seed + 2)
@@ -628,7 +859,11 @@ def fit(
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         sched.T_max = total
-        g.set_state(ckpt["generator"].cpu())
+        states = ckpt.get("generators") or [ckpt["generator"]]
+        if len(states) == dist_info.world:
+            g.set_state(states[dist_info.rank].cpu())
+        else:  # another number of processes: fresh streams, a function of seed, rank, step
+            g.manual_seed(_train_generator_seed(seed, dist_info.rank) + 104729 * int(ckpt["step"]))
         history = [tuple(h) for h in ckpt["history"]]  # type: ignore[misc]
         nll_history = [tuple(h) for h in ckpt.get("val_nll", [])]  # type: ignore[misc]
         best_val, best_step = float(ckpt["best_val"]), int(ckpt["best_step"])
@@ -647,6 +882,9 @@ def fit(
         )
         if out_dir is None:
             return
+        generators = dist_info.gather(g.get_state())  # collective: every process calls save
+        if not rank0:  # the checkpoint is written once, by rank 0
+            return
         out_dir.mkdir(parents=True, exist_ok=True)
         state = {
             "format": _FORMAT,
@@ -655,7 +893,8 @@ def fit(
             "best": best_model.state_dict(),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
-            "generator": g.get_state(),
+            "generator": generators[0],
+            "generators": generators,
             "history": history,
             "val_nll": nll_history,
             "best_val": best_val,
@@ -675,14 +914,18 @@ def fit(
         pred = torch.cat(
             [ema_model(xt, t) for xt, t in zip(v_sample.xt.split(512), v_sample.t.split(512))]
         )
-        return float(cfm_loss(pred, v_sample, manifold=loss_manifold))
+        return float(cfm_loss(pred, v_sample, manifold=loss_manifold, weights=weights))
 
     step = start_step
     stopped = False
     running: Tensor | float = 0.0  # summed on the device: no host sync per step
     count = 0
     bar = tqdm(
-        total=total, initial=start_step, desc=f"fit {space}", disable=not progress, leave=False
+        total=total,
+        initial=start_step,
+        desc=f"fit {space}",
+        disable=not (progress and rank0),
+        leave=False,
     )
     t_start = time.perf_counter()
     model.train()
@@ -695,20 +938,22 @@ def fit(
             x0, x1 = pair.x0, pair.x1
         t = torch.rand(batch_size, generator=g, dtype=dtype, device=dev)
         s = path.sample(x0, x1, t)
-        loss = cfm_loss(model(s.xt, s.t), s, manifold=loss_manifold)
+        loss = cfm_loss(train_model(s.xt, s.t), s, manifold=loss_manifold, weights=weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, model_params, 1.0 - ema)
+        with torch.no_grad():  # EMA with a warm-up: early averages forget the initialisation
+            decay = min(ema, (1.0 + step) / (10.0 + step))
+            torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
         step += 1
         running = running + loss.detach()
         count += 1
         bar.update(1)
         if step % eval_every == 0 or step == total:
-            v = val_loss()
-            history.append((step, float(running) / count, v))
+            (train_mean,) = dist_info.all_mean([float(running) / count], cdev)
+            (v,) = dist_info.from_rank0([val_loss() if rank0 else 0.0], cdev)
+            history.append((step, train_mean, v))
             running, count = 0.0, 0
             if v < best_val:
                 best_val, best_step, bad_evals = v, step, 0
@@ -736,8 +981,13 @@ def fit(
         save(step)
     best_model.eval()
     config["stopped_early"] = stopped
-    if out_dir is not None:
+    if out_dir is not None and rank0:
         (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    dist_info.barrier()  # the run folder is complete before any process returns
+    if dist_info.created:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return FitResult(
         model=best_model,
         config=dict(config),
@@ -794,7 +1044,9 @@ def load(
     model.load_state_dict(state["best"])
     dt = dtype if dtype is not None else getattr(torch, config.get("dtype", "float32"))
     model = model.to(device=torch.device(device), dtype=dt).eval().requires_grad_(False)
-    return FittedModel(model, config, manifold, _source(space, manifold, int(config["dim"])))
+    return FittedModel(
+        model, config, manifold, _source(space, manifold, int(config["dim"]), config)
+    )
 
 
 def sample(
@@ -863,7 +1115,11 @@ def evaluate(
     (:func:`manifoldfm.metrics.wasserstein`) and the squared MMD
     (:func:`manifoldfm.metrics.mmd`); on the other spaces the W2 distance for the squared
     geodesic distance (POT's exact solver). The mean negative log-likelihood ``nll`` of the
-    data points (nats; see :meth:`FittedModel.log_prob`) is added on every space.
+    data points (nats; see :meth:`FittedModel.log_prob`) is added on every space but
+    ``functions``. For ``functions`` the samples are generated on the data's grid (which may
+    differ from the training grid) and compared by
+    :func:`manifoldfm.metrics.functional_statistics` (``mean_mse``, ``variance_mse``,
+    ``autocovariance_mse``, ``density_mse``).
 
     Returns:
         A dict with ``space``, ``n_data``, ``n_samples`` and the metrics (floats).
@@ -878,14 +1134,13 @@ def evaluate(
         >>> sorted(k for k in m if k in ("w2", "mmd", "nll"))
         ['mmd', 'nll', 'w2']
     """
-    from .metrics import mmd, wasserstein
+    from .metrics import functional_statistics, mmd, wasserstein
 
     fm = load(run_dir, device=device)
     points = _as_points(data, fm.space, read_kwargs).to(torch.float64)
     _check_points(points, fm.space)
-    if int(points.shape[1] if fm.space not in ("so3", "se3") else points.shape[-1]) != int(
-        fm.config["dim"]
-    ):
+    width = int(points.shape[1] if fm.space not in ("so3", "se3") else points.shape[-1])
+    if fm.space != "functions" and width != int(fm.config["dim"]):
         raise ValueError(
             f"data of shape {tuple(points.shape)} do not match the run's space "
             f"{fm.space} (dim {fm.config['dim']})"
@@ -897,12 +1152,17 @@ def evaluate(
     m = n_samples if n_samples is not None else int(points.shape[0])
     dev = torch.device(device)
     g = torch.Generator(device=dev).manual_seed(seed)
-    gen_pts = fm.sample(m, steps=steps, generator=g).to(torch.float64).cpu()
     result: dict[str, Any] = {
         "space": fm.space,
         "n_data": int(points.shape[0]),
         "n_samples": m,
     }
+    if fm.space == "functions":  # generated on the data's grid (the operator is resolution-free)
+        gen_pts = fm.sample(m, steps=steps, generator=g, grid_size=width).to(torch.float64).cpu()
+        result["grid_size"] = width
+        result.update(functional_statistics(gen_pts, points).as_dict())
+        return result
+    gen_pts = fm.sample(m, steps=steps, generator=g).to(torch.float64).cpu()
     if fm.space == "euclidean":
         result["w2"] = float(wasserstein(gen_pts, points))
         result["mmd"] = float(mmd(gen_pts, points))

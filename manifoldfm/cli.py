@@ -8,13 +8,16 @@ of metrics (W2 to held-out data, NFE, training time).
 :func:`manifoldfm.api.fit`); ``manifoldfm sample RUN -n N --out FILE`` writes samples
 (``.npy`` or ``.csv``, by the extension, readable by :func:`~manifoldfm.data.read_points`) and a
 plot (``FILE`` with the suffix ``.png``); ``manifoldfm evaluate RUN DATA --out FILE.json``
-writes the metrics of :func:`manifoldfm.api.evaluate`.
+writes the metrics of :func:`manifoldfm.api.evaluate`. Under ``torchrun`` (``torchrun
+--nproc_per_node=K -m manifoldfm fit ...``) ``fit`` trains on ``K`` processes with
+``DistributedDataParallel`` and only rank 0 writes and reports.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -117,7 +120,14 @@ def _add_fit_parsers(sub: Any) -> None:
     fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     fit.add_argument("--device", default="cpu", help="training device (default: cpu)")
     fit.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    fit.add_argument(
+        "--length-scale",
+        type=float,
+        default=None,
+        help="functions: length scale of the GP noise on [0, 1] (default: 0.05)",
+    )
     fit.add_argument("--resume", action="store_true", help="continue from the run folder")
+    fit.add_argument("--overwrite", action="store_true", help="replace a run already in the folder")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_read_options(fit)
 
@@ -129,6 +139,9 @@ def _add_fit_parsers(sub: Any) -> None:
     smp.add_argument("--method", default="rk4", help="ODE method (default: rk4)")
     smp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     smp.add_argument("--device", default="cpu", help="device (default: cpu)")
+    smp.add_argument(
+        "--grid-size", type=int, default=None, help="functions: points of the output grid"
+    )
     smp.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
 
     ev = sub.add_parser("evaluate", help="compare a trained model with data")
@@ -150,14 +163,15 @@ def _columns(space: str, dim: int) -> list[str]:
         return [f"r{i}{j}" for i in range(3) for j in range(3)]
     if space == "se3":
         return ["tx", "ty", "tz"] + [f"r{i}{j}" for i in range(3) for j in range(3)]
-    prefix = "angle" if space == "torus" else "x"
+    prefix = "angle" if space == "torus" else "f" if space == "functions" else "x"
     return [f"{prefix}{i}" for i in range(dim)]
 
 
 def write_points(file: Path, points: torch.Tensor, space: str) -> None:
     """Write points to ``.npy`` (their array) or ``.csv`` (columns that
     :func:`~manifoldfm.data.read_points` reads back: ``x, y, z`` on S^2, ``r00 .. r22`` on so3,
-    ``tx, ty, tz, r00 .. r22`` on se3, ``angle0, ..`` (radians) on tori, ``x0, ..`` otherwise).
+    ``tx, ty, tz, r00 .. r22`` on se3, ``angle0, ..`` (radians) on tori, ``f0, ..`` (one
+    function per row) for functions, ``x0, ..`` otherwise).
 
     Example:
         >>> import tempfile, torch
@@ -194,7 +208,8 @@ def plot_points(file: Path, points: torch.Tensor, space: str, *, title: str = ""
     """A plot suited to the space: a scatter of the first two coordinates (euclidean), an
     equal-area Mollweide map (S^2), the square of the first two angles (tori), or the
     histogram of rotation angles against the uniform (Haar) density ``(1 - cos a) / pi``
-    (so3, se3).
+    (so3, se3), or up to 20 curves over ``[0, 1]`` with the pointwise mean and a band of two
+    standard deviations (functions).
 
     Example:
         >>> import tempfile, torch
@@ -229,6 +244,16 @@ def plot_points(file: Path, points: torch.Tensor, space: str, *, title: str = ""
         a = torch.linspace(0, math.pi, 200)
         ax.plot(a.numpy(), ((1 - torch.cos(a)) / math.pi).numpy(), "k--", label="uniform (Haar)")
         ax.set_xlabel("rotation angle (rad)")
+        ax.legend()
+    elif space == "functions":
+        fig, ax = plt.subplots(figsize=(7, 4))
+        s = torch.linspace(0, 1, x.shape[1]).numpy()
+        for row in x[:20]:
+            ax.plot(s, row.numpy(), lw=0.8, alpha=0.6)
+        m, sd = x.mean(0).numpy(), x.std(0).numpy() if x.shape[0] > 1 else 0 * x[0].numpy()
+        ax.plot(s, m, "k", lw=2, label="pointwise mean")
+        ax.fill_between(s, m - 2 * sd, m + 2 * sd, color="k", alpha=0.12, label="mean +- 2 std")
+        ax.set_xlabel("s")
         ax.legend()
     elif space == "torus":
         fig, ax = plt.subplots(figsize=(5, 5))
@@ -454,8 +479,12 @@ def _run_api(args: argparse.Namespace) -> int:
             dtype=getattr(torch, args.dtype),
             progress=not args.no_progress and sys.stderr.isatty(),
             resume=args.resume,
+            overwrite=args.overwrite,
+            length_scale=args.length_scale,
             read_kwargs=_read_kwargs(args),
         )
+        if int(os.environ.get("RANK", "0")) != 0:  # torchrun: one report, from rank 0
+            return 0
         c = res.config
         print(
             f"trained {c['steps_done']} steps on {c['n_train']} points ({args.space}); "
@@ -469,7 +498,9 @@ def _run_api(args: argparse.Namespace) -> int:
         g = torch.Generator(device=torch.device(args.device)).manual_seed(args.seed)
         if args.n < 1:
             raise ValueError(f"-n must be >= 1, got {args.n}")
-        x = fm.sample(args.n, steps=args.steps, method=args.method, generator=g)
+        x = fm.sample(
+            args.n, steps=args.steps, method=args.method, generator=g, grid_size=args.grid_size
+        )
         write_points(args.out, x, fm.space)
         msg = f"wrote {args.n} samples to {args.out}"
         if not args.no_plot:

@@ -30,6 +30,11 @@ def _data(space: str, n: int = 96) -> torch.Tensor:
         return torch.rand(n, 2, generator=g, dtype=torch.float64) * (2 * math.pi)
     if space == "so3":
         return SO3().random_uniform(n, generator=g, dtype=torch.float64)
+    if space == "functions":  # random-phase sines with random amplitudes, 16 grid points
+        s = torch.linspace(0, 1, 16, dtype=torch.float64)
+        phase = torch.rand(n, 1, generator=g, dtype=torch.float64) * (2 * math.pi)
+        amp = 1.0 + torch.rand(n, 1, generator=g, dtype=torch.float64)
+        return 5.0 + amp * torch.sin(2 * math.pi * s + phase)
     x = SE3().random(n, generator=g, dtype=torch.float64)
     x[:, :3, 3] = x[:, :3, 3] * 5.0 - 2.0
     return x
@@ -69,9 +74,9 @@ def test_fit_load_sample_resume_evaluate(space, tmp_path):
     y = fm.sample(32, steps=4, generator=torch.Generator().manual_seed(0))
     assert y.shape == (32, *x.shape[1:])
     _on_space(space, y)
-    if space in ("euclidean", "se3"):  # standardisation undone: samples sit near the data
-        coords = y if space == "euclidean" else y[:, :3, 3]
-        ref = x if space == "euclidean" else x[:, :3, 3]
+    if space in ("euclidean", "se3", "functions"):  # standardisation undone: near the data
+        coords = y[:, :3, 3] if space == "se3" else y
+        ref = x[:, :3, 3] if space == "se3" else x
         assert (coords.mean(0) - ref.mean(0)).abs().max() < 3 * ref.std(0).max()
     assert torch.equal(sample(run, 5, steps=3, seed=3), sample(run, 5, steps=3, seed=3))
 
@@ -82,7 +87,10 @@ def test_fit_load_sample_resume_evaluate(space, tmp_path):
 
     m = evaluate(run, x[:40], steps=3, nll_steps=3)
     assert m["space"] == space and m["n_data"] == 40
-    keys = ("w2", "mmd", "nll") if space == "euclidean" else ("w2_geodesic", "nll")
+    keys = {
+        "euclidean": ("w2", "mmd", "nll"),
+        "functions": ("mean_mse", "variance_mse", "autocovariance_mse", "density_mse"),
+    }.get(space, ("w2_geodesic", "nll"))
     for k in keys:
         assert math.isfinite(m[k]), (k, m)
 
@@ -273,7 +281,7 @@ def test_cli_fit_sample_evaluate(tmp_path, capsys):
         main(["sample", str(run), "-n", "3", "--out", str(tmp_path / "s.txt"), "--steps", "1"])
 
 
-@pytest.mark.parametrize("space", ["torus", "so3", "se3", "euclidean"])
+@pytest.mark.parametrize("space", ["torus", "so3", "se3", "euclidean", "functions"])
 def test_cli_csv_round_trip(space, tmp_path):
     """Samples written as CSV read back by read_points as the same points."""
     from manifoldfm.cli import plot_points, write_points
