@@ -90,3 +90,50 @@ def test_poses_and_frames(tmp_path, monkeypatch):
     assert torch.allclose(ns["q"].norm(dim=-1), torch.ones(32, dtype=ns["q"].dtype))
     assert torch.isfinite(ns["loss"])
     assert (ns["folder"] / "run" / "model.pt").exists()
+
+
+def test_functions(tmp_path, monkeypatch):
+    ns = _run_page("functions.md", tmp_path, monkeypatch)
+    n = ns["n"]
+    # samples on the training grid and on the 2x finer grid, finite
+    assert ns["generated"].shape == (256, 1, n) and torch.isfinite(ns["generated"]).all()
+    assert ns["fine"].shape == (256, 1, 2 * n) and torch.isfinite(ns["fine"]).all()
+    # the FNO gives nearly the same output for one function at two resolutions
+    assert float(ns["gap"]) < 1e-2
+    # quadrature weights of the periodic grid: a probability vector
+    assert torch.allclose(ns["weights"].sum(), torch.tensor(1.0))
+    # conditional samples pass through the observations (exactly with CondOT)
+    out, observed, truth = ns["out"], ns["observed"], ns["truth"]
+    assert out.x.shape == (16, n) and torch.isfinite(out.x).all()
+    assert torch.allclose(out.x[:, observed], truth[observed].expand(16, -1), atol=1e-5)
+    # the statistics are finite numbers; the irregular-point model kept its layout
+    assert all(v is None or v == v for v in ns["stats"].as_dict().values())
+    assert ns["at_sensors"].shape == (8, 24, 1) and torch.isfinite(ns["at_sensors"]).all()
+    assert ns["fine_fields"].shape == (8, 1, 32, 32) and torch.isfinite(ns["fine_fields"]).all()
+
+
+def test_gdl_model(tmp_path, monkeypatch):
+    ns = _run_page("gdl-model.md", tmp_path, monkeypatch)
+    # point clouds: guided samples of the documented shape, centred, finite
+    clouds = ns["clouds"]
+    assert clouds.shape == (16, 6, 3) and torch.isfinite(clouds).all()
+    assert clouds.mean(dim=1).abs().max() < 1e-5
+    # the user's network is rotation-equivariant (checked again with another rotation)
+    model, so3 = ns["model"], ns["mfm"].SO3()
+    gen = torch.Generator().manual_seed(3)
+    q = so3.random_uniform(generator=gen)
+    x, t = torch.randn(2, 6, 3, generator=gen), torch.rand(2, generator=gen)
+    with torch.no_grad():
+        assert torch.allclose(model(x @ q.mT, t), model(x, t) @ q.mT, atol=1e-5)
+    # mixed state: generated points on the product manifold
+    state, mixed = ns["state"], ns["mixed"]
+    assert mixed.shape == (64, 7) and torch.isfinite(mixed).all()
+    assert state.check_point_on_manifold(mixed, atol=1e-5, rtol=0.0)
+    # likelihoods: one finite value per held-out point
+    res = ns["res"]
+    assert res.log_prob.shape == (32,) and torch.isfinite(res.log_prob).all()
+    # the geoopt parameter stayed on the sphere; the custom manifold is usable
+    assert abs(float(ns["mean_direction"].norm()) - 1.0) < 1e-5
+    box = ns["box"]
+    y = box.expmap(torch.tensor([4.5, 0.0, 0.0]), torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.allclose(y, torch.tensor([0.5, 0.0, 0.0]))
