@@ -161,7 +161,8 @@ def check_finite(x: Tensor, name: str) -> None:
 def safe_div(num: Tensor, den: Tensor, eps: float | None = None) -> Tensor:
     """``num / den`` with ``den`` pushed away from zero (sign kept) so gradients stay finite."""
     eps = eps_for(den.dtype) if eps is None else eps
-    safe = torch.where(den.abs() < eps, torch.where(den < 0, -eps, eps), den)
+    fill = torch.full_like(den, eps).masked_fill_(den < 0, -eps)  # den's dtype, not the default
+    safe = torch.where(den.abs() < eps, fill, den)
     return num / safe
 
 

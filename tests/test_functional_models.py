@@ -484,3 +484,25 @@ def test_training_smoke_loss_decreases(kind):
     losses = _train(model, kind)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert math.isfinite(last) and last < 0.5 * first, (first, last)
+
+
+@pytest.mark.parametrize("n", [365, 73, 22, 11, 26, 1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spectral_matrix_route_equals_the_fft(n, dtype):
+    """Grid sizes with a prime factor above 7 use DFT tables: same layer to rounding."""
+    from manifoldfm.functional.models import _fft_friendly, _SpectralConv
+
+    assert _fft_friendly(2**5 * 3 * 5 * 7) and not _fft_friendly(365)
+    torch.manual_seed(0)
+    layer = _SpectralConv(3, 4, (16,)).to(dtype)
+    x = torch.randn(5, 3, n, dtype=dtype, requires_grad=True)
+    k = min(16, n // 2 + 1)
+    w = torch.view_as_complex(layer.weight)
+    spec = torch.fft.rfft(x, norm="forward")[..., :k]
+    ref = torch.fft.irfft(torch.einsum("bik,iok->bok", spec, w[..., :k]), n=n, norm="forward")
+    out = layer._forward_dft(x, n, k)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
+    (ga,) = torch.autograd.grad(out.square().sum(), x)
+    (gb,) = torch.autograd.grad(ref.square().sum(), x)
+    torch.testing.assert_close(ga, gb, atol=10 * tol, rtol=10 * tol)
