@@ -93,8 +93,8 @@ __all__ = [
     "sample",
 ]
 
-#: The spaces :func:`fit` trains on.
 SPACES = ("euclidean", "sphere", "torus", "so3", "se3", "functions")
+"""The spaces :func:`fit` trains on."""
 _COUPLINGS = ("independent", "ot")
 _COMPACT = ("sphere", "torus", "so3")
 _FORMAT = 1

@@ -78,36 +78,37 @@ __all__ = [
     "write_pdb",
 ]
 
-#: Angstrom per nanometre: ``scale_translations(frames, 1 / ANGSTROM_PER_NM)`` converts
-#: Angstrom to nanometres.
 ANGSTROM_PER_NM = 10.0
+"""Angstrom per nanometre: ``scale_translations(frames, 1 / ANGSTROM_PER_NM)`` converts
+Angstrom to nanometres.
+"""
 
-#: Order of the atoms along the atom axis of :func:`to_backbone`'s output.
 BACKBONE_ATOMS = ("N", "CA", "C", "O")
+"""Order of the atoms along the atom axis of :func:`to_backbone`'s output."""
 
-#: Ideal N-CA bond length (Angstrom).
 BOND_N_CA = 1.458
-#: Ideal CA-C bond length (Angstrom).
+"""Ideal N-CA bond length (Angstrom)."""
 BOND_CA_C = 1.525
-#: Ideal peptide bond length C(i)-N(i+1) (Angstrom).
+"""Ideal CA-C bond length (Angstrom)."""
 BOND_C_N = 1.329
-#: Ideal carbonyl bond length C=O (Angstrom).
+"""Ideal peptide bond length C(i)-N(i+1) (Angstrom)."""
 BOND_C_O = 1.231
-#: Ideal N-CA-C angle (degrees).
+"""Ideal carbonyl bond length C=O (Angstrom)."""
 ANGLE_N_CA_C = 111.0
-#: Ideal CA-C-N(next) angle (degrees).
+"""Ideal N-CA-C angle (degrees)."""
 ANGLE_CA_C_N = 116.2
-#: psi (degrees) used to place the carbonyl oxygen of a residue without a next residue.
+"""Ideal CA-C-N(next) angle (degrees)."""
 DEFAULT_TERMINAL_PSI = 145.0
+"""psi (degrees) used to place the carbonyl oxygen of a residue without a next residue."""
 
-#: Local coordinates of N in the residue frame (CA at the origin).
 LOCAL_N = (
     BOND_N_CA * math.cos(math.radians(ANGLE_N_CA_C)),
     BOND_N_CA * math.sin(math.radians(ANGLE_N_CA_C)),
     0.0,
 )
-#: Local coordinates of C in the residue frame.
+"""Local coordinates of N in the residue frame (CA at the origin)."""
 LOCAL_C = (BOND_CA_C, 0.0, 0.0)
+"""Local coordinates of C in the residue frame."""
 
 _MAX_REPORTED = 10
 _BISECTOR_MIN = 1e-3  # |u_CA + u_N| below this: CA-C-N(next) nearly straight, no bisector.

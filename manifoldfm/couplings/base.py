@@ -12,10 +12,11 @@ from torch import Tensor
 
 __all__ = ["Cost", "Coupling", "CouplingResult", "pairwise_cost"]
 
-#: A cost specification: ``None`` (squared Euclidean distance over flattened features), a
-#: callable ``(x0, x1) -> (B0, B1)`` cost matrix, or an object with a geoopt-style
-#: ``dist(x, y)`` method (a manifold), whose squared distance is used.
 Cost = Callable[[Tensor, Tensor], Tensor] | Any | None
+"""A cost specification: ``None`` (squared Euclidean distance over flattened features), a
+callable ``(x0, x1) -> (B0, B1)`` cost matrix, or an object with a geoopt-style ``dist(x,
+y)`` method (a manifold), whose squared distance is used.
+"""
 
 #: Feature dimension up to which the squared Euclidean cost is computed in float64 whatever the
 #: input dtype (it costs ``B0 * B1 * D`` flops, nothing next to the assignment).

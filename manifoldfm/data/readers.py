@@ -79,8 +79,8 @@ from ..rotations import quat_to_rotmat, rt_to_matrix
 
 __all__ = ["SPACES", "ReadResult", "SkippedRow", "read_points"]
 
-#: The spaces :func:`read_points` reads.
 SPACES = ("euclidean", "sphere", "torus", "so3", "se3", "functions")
+"""The spaces :func:`read_points` reads."""
 
 _LAT = ("lat", "lat_deg", "latitude")
 _LON = ("lon", "lon_deg", "longitude", "lng", "long")

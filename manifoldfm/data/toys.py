@@ -209,7 +209,6 @@ def _spirals(
 
 _Sampler = Callable[..., ToySample]
 
-#: Name -> labelled sampler; :func:`sample_toy` dispatches on these names.
 TOYS: dict[str, _Sampler] = {
     "eight_gaussians": _eight_gaussians,
     "moons": _moons,
@@ -217,6 +216,7 @@ TOYS: dict[str, _Sampler] = {
     "checkerboard": _checkerboard,
     "spirals": _spirals,
 }
+"""Name -> labelled sampler; :func:`sample_toy` dispatches on these names."""
 
 
 def _run(
