@@ -22,6 +22,36 @@ from .base import (
 __all__ = ["Sphere"]
 
 
+def _exact_cpu_matmul(dtype: torch.dtype) -> bool:
+    """Whether a CPU matrix product of ``dtype`` runs in full precision (float64 always;
+    float32 unless a bf16/tf32 setting of ``torch.backends`` applies to CPU matmuls)."""
+    if dtype == torch.float64:
+        return True
+    if dtype != torch.float32:
+        return False
+    try:
+        get = torch._C._get_fp32_precision_getter
+        # "none" inherits from the next, more general setting
+        for backend, op in (("mkldnn", "matmul"), ("mkldnn", "all"), ("generic", "all")):
+            p = get(backend, op)
+            if p != "none":
+                return bool(p == "ieee")
+    except (AttributeError, RuntimeError):  # a torch without these settings: do not assume
+        return False
+    return True
+
+
+# Columns of ones on the CPU by (dtype, length), for _rowdot; read-only.
+_ONES: dict[tuple[torch.dtype, int], Tensor] = {}
+
+
+def _rowdot(a: Tensor, b: Tensor, ones: Tensor | None) -> Tensor:
+    """``<a, b>`` over the last dimension, keepdim: ``(a * b) @ ones`` when given a column of
+    ones (see ``Sphere._fast_aux``), a sum otherwise."""
+    ab = a * b
+    return ab @ ones if ones is not None else ab.sum(-1, keepdim=True)
+
+
 class Sphere(Manifold):
     r"""The unit sphere ``S^d = {x in R^{d+1} : |x| = 1}`` with the induced (round) metric.
 
@@ -185,6 +215,47 @@ class Sphere(Manifold):
         y = torch.addcmul(c * x, sc * sb, u)
         vel = torch.addcmul(c * u, sb * n2 * sc, x, value=-1.0)
         return y, vel
+
+    # ------------------------------------------- untracked fast paths (the solvers' loops)
+    # The solvers call these where autograd records nothing (``torch.no_grad`` sampling, or no
+    # input requiring grad). They skip the small-angle series that exist for exact gradients,
+    # take row sums of the last dimension as a matrix product with a column of ones (one GEMV,
+    # several times cheaper on the CPU than a reduction over a last dimension of 3), and may
+    # overwrite the temporaries they are documented to consume. Same values as ``_projx``,
+    # ``_proju`` and ``_expmap`` to rounding.
+
+    def _fast_aux(self, x: Tensor) -> Tensor | None:
+        """The column of ones for :func:`_rowdot` on ``x``'s dtype (CPU), or ``None`` where
+        a matrix product might run in reduced precision (then a reduction is used)."""
+        if x.device.type != "cpu" or not _exact_cpu_matmul(x.dtype):
+            return None
+        key = (x.dtype, x.shape[-1])
+        ones = _ONES.get(key)
+        if ones is None:
+            ones = _ONES[key] = torch.ones(x.shape[-1], 1, dtype=x.dtype)
+        return ones
+
+    def _proju_fast(self, x: Tensor, u: Tensor, ones: Tensor | None) -> Tensor:
+        return torch.addcmul(u, _rowdot(x, u, ones), x, value=-1.0)
+
+    def _projx_inplace(self, y: Tensor, ones: Tensor | None) -> Tensor:
+        """``y / |y|`` written into ``y`` (a temporary the caller owns); the zero vector
+        becomes ``e_0`` (as in ``_projx``), by arithmetic rather than a boolean mask and a
+        select, which cost more than the projection itself on the CPU. Where the squared norm
+        leaves the normal range (``|y|`` beyond about ``1e19`` or below ``1e-19`` in float32)
+        it loses accuracy or overflows, as ``_projx``'s norm does above it."""
+        n2 = _rowdot(y, y, ones)
+        minus_zero = torch.sign(n2).sub_(1.0)  # -1 where |y| = 0, else 0 (NaN stays NaN)
+        y.narrow(-1, 0, 1).sub_(minus_zero)
+        return y.mul_(n2.sub_(minus_zero).rsqrt_())
+
+    def _expmap_fast(self, x: Tensor, u: Tensor, ones: Tensor | None) -> Tensor:
+        """``exp_x(u)`` by plain ``cos`` and ``sin(|u|) / |u|`` (exact at ``u = 0`` through a
+        ``tiny`` floor), renormalised like ``_expmap``; ``u`` is not modified."""
+        n = _rowdot(u, u, ones).sqrt_()
+        c = torch.cos(n)
+        sc = torch.sin(n).div_(n.clamp_min_(torch.finfo(n.dtype).tiny))
+        return self._projx_inplace(torch.addcmul(c * x, sc, u), ones)
 
     def _random_uniform(
         self,

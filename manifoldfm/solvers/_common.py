@@ -169,7 +169,7 @@ class CountedField:
 
     def time(self, x: Tensor, t: float) -> Tensor:
         """The ``(B,)`` time tensor of ``x``'s dtype and device."""
-        return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+        return x.new_full((x.shape[0],), t)
 
     def raw(self, x: Tensor, t: Tensor) -> Tensor:
         """Evaluate ``v`` at a time tensor, check the shape, count (no projection)."""
@@ -196,35 +196,59 @@ class FiniteTracker:
     """Record, without a host-device sync, whether each state is finite; check once at the end.
 
     Recording is skipped entirely when value checks are off (see :func:`manifoldfm.checks`).
+    With ``bounded=True`` (states whose coordinates are bounded, e.g. on spheres and tori) the
+    flag is the plain sum of a state, which cannot overflow there and is finite exactly when
+    every entry is (one reduction instead of two). A state given to :meth:`defer` is checked
+    only when a later flag fails: for solvers whose steps keep a non-finite state non-finite.
     """
 
-    def __init__(self, solver: str) -> None:
+    def __init__(self, solver: str, *, bounded: bool = False) -> None:
         self.solver = solver
         self.enabled = value_checks_enabled()
+        self.bounded = bounded
         self.flags: list[Tensor] = []
         self.times: list[float] = []
+        self.initial: tuple[Tensor, float] | None = None
+
+    def defer(self, x: Tensor, t: float) -> None:
+        """Keep the initial state ``x`` to check only if a later state is not finite."""
+        if self.enabled and x.numel() > 0:
+            self.initial = (x, t)
 
     def record(self, x: Tensor, t: float) -> None:
         if self.enabled and x.numel() > 0:
+            if x.requires_grad:
+                x = x.detach()
             # max |x| is finite exactly when every entry is (NaN propagates through amax); two
             # full reductions are several times cheaper than isfinite(x).all() on the CPU
-            self.flags.append(x.detach().abs().amax())
+            self.flags.append(x.sum() if self.bounded else x.abs().amax())
             self.times.append(t)
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first step whose state is not finite."""
         if not self.flags:
+            if self.initial is not None:
+                self.record(*self.initial)
+                self.initial = None
+                self.check()
+            return
+        # one host read of one number (a 0-dim isfinite costs several times more on the CPU)
+        worst = self.flags[0] if len(self.flags) == 1 else torch.stack(self.flags).abs().amax()
+        if math.isfinite(float(worst)):
             return
         ok = torch.isfinite(torch.stack(self.flags))
-        if bool(ok.all()):
-            return
-        i = int((~ok).nonzero()[0, 0])
-        if i == 0:
-            raise ValueError(
-                f"{self.solver}: x0 holds non-finite values (at t = {self.times[0]:.6g})"
-            )
+        times = self.times
+        first = int((~ok).nonzero()[0, 0])
+        if self.initial is not None:
+            x0, t0 = self.initial
+            if not bool(torch.isfinite(x0).all()):
+                first, times = -1, [t0]
+            else:
+                first, times = first + 1, [t0, *times]
+        if first <= 0:
+            raise ValueError(f"{self.solver}: x0 holds non-finite values (at t = {times[0]:.6g})")
         raise ValueError(
-            f"{self.solver}: the state became non-finite at step {i} (t = {self.times[i]:.6g}, "
-            f"previous t = {self.times[i - 1]:.6g}); the velocity field returned NaN/inf there or "
-            f"the step size is too large for it"
+            f"{self.solver}: the state became non-finite at step {first} "
+            f"(t = {times[first]:.6g}, previous t = {times[first - 1]:.6g}); the velocity field "
+            f"returned NaN/inf there or the step size is too large for it"
         )

@@ -24,7 +24,16 @@ from ._common import (
     uniform_grid,
 )
 from .results import ODESolution
-from .steps import DOPRI5, MANIFOLD_SCHEMES, TABLEAUX, ButcherTableau, _move, has_logmap, rk_step
+from .steps import (
+    DOPRI5,
+    MANIFOLD_SCHEMES,
+    TABLEAUX,
+    ButcherTableau,
+    _FixedStep,
+    _move,
+    has_logmap,
+    rk_step,
+)
 
 __all__ = ["METHODS", "solve_ode"]
 
@@ -192,7 +201,7 @@ def solve_ode(
         grid = _fixed_grid(steps, time_grid, t0, t1)
         x, states = _fixed(field, x0, grid, TABLEAUX[method], manifold, scheme, save_trajectory)
 
-    ts = torch.tensor(grid, dtype=x0.dtype, device=x0.device)
+    ts = x0.new_tensor(grid)
     xs = torch.stack(states) if save_trajectory else torch.stack([x0, x])
     return ODESolution(x=x, ts=ts, xs=xs, nfe=field.nfe)
 
@@ -257,14 +266,20 @@ def _fixed(
     scheme: str,
     save: bool,
 ) -> tuple[Tensor, list[Tensor]]:
-    tracker = FiniteTracker("solve_ode")
-    tracker.record(x, grid[0])
+    step = _FixedStep(field, tableau, manifold, scheme, x)
+    tracker = FiniteTracker("solve_ode", bounded=step.bounded)
+    if step.absorbing:
+        tracker.defer(x, grid[0])
+    else:
+        tracker.record(x, grid[0])
     states = [x] if save else []
-    for t, t_next in itertools.pairwise(grid):
-        x, _, _ = rk_step(field, x, t, t_next - t, tableau, manifold=manifold, scheme=scheme)
+    t = grid[0]
+    for t_next in grid[1:]:
+        x = step(x, t, t_next - t)
         tracker.record(x, t_next)
         if save:
             states.append(x)
+        t = t_next
     tracker.check()
     return x, states
 

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor
 
 from ..manifolds import Manifold
-from ._common import ManifoldLike, expmap, projx
+from ._common import CountedField, ManifoldLike, expmap, proju, projx
 
 __all__ = [
     "DOPRI5",
@@ -328,3 +328,137 @@ def rk_step(
             err = torch.zeros_like(x)
     # FSAL: the raw velocity at x_new is the next step's first stage.
     return x_new, (k if tableau.fsal else None), err
+
+
+_Coeffs = tuple[tuple[int, float], ...]
+
+
+def _nonzero(coeffs: tuple[float, ...]) -> _Coeffs:
+    return tuple((j, a) for j, a in enumerate(coeffs) if a != 0.0)
+
+
+def _build_plan(tableau: ButcherTableau) -> tuple[tuple[_Coeffs, ...], _Coeffs]:
+    return tuple(_nonzero(row) for row in tableau.a[1:]), _nonzero(tableau.b)
+
+
+_PLANS = {t.name: (t, *_build_plan(t)) for t in TABLEAUX.values()}
+
+
+def _plan(tableau: ButcherTableau) -> tuple[tuple[_Coeffs, ...], _Coeffs]:
+    """The nonzero stage coefficients ``(j, a_ij)`` of each row ``i >= 1`` and of ``b``
+    (computed once for the library's tableaux)."""
+    plan = _PLANS.get(tableau.name)
+    if plan is not None and plan[0] is tableau:
+        return plan[1], plan[2]
+    return _build_plan(tableau)
+
+
+class _FastManifold(Protocol):
+    """The untracked fast operations of ``Sphere`` and ``FlatTorus`` (see their sources):
+    ``aux`` is what ``_fast_aux(x0)`` returned; ``_projx_inplace`` overwrites ``y`` and
+    ``_expmap_fast`` may overwrite ``u``, temporaries the solver owns."""
+
+    def _fast_aux(self, x: Tensor) -> Any: ...
+
+    def _proju_fast(self, x: Tensor, u: Tensor, aux: Any) -> Tensor: ...
+
+    def _projx_inplace(self, y: Tensor, aux: Any) -> Tensor: ...
+
+    def _expmap_fast(self, x: Tensor, u: Tensor, aux: Any) -> Tensor: ...
+
+
+class _FixedStep:
+    """One step of an explicit tableau (no error estimate, no FSAL) for ``solve_ode``'s
+    fixed-step loop, with everything that does not change from step to step resolved once.
+
+    It takes the same step as :func:`rk_step` (to rounding). Where autograd records nothing
+    (``torch.no_grad``, or no input of an operation requires grad) it uses the manifold's
+    untracked fast operations when it has them (``Sphere``, ``FlatTorus``: no small-angle
+    series, row sums as matrix products, projections written into the solver's own
+    temporaries); where autograd records, the operations of :func:`rk_step`, so gradients
+    through the solver are unchanged. Stage increments are accumulated in place in fresh
+    temporaries (in-place additions are safe for autograd: ``add`` saves no input).
+    """
+
+    __slots__ = ("aux", "b", "c", "fast", "field", "geodesic", "manifold", "rows")
+
+    def __init__(
+        self,
+        field: CountedField,
+        tableau: ButcherTableau,
+        manifold: ManifoldLike | None,
+        scheme: str,
+        x0: Tensor,
+    ) -> None:
+        if tableau.fsal or tableau.b_err is not None:
+            raise ValueError(f"tableau {tableau.name!r} needs rk_step (FSAL or error estimate)")
+        self.field = field
+        self.manifold = manifold
+        self.rows, self.b = _plan(tableau)
+        self.c = tableau.c
+        self.geodesic = manifold is not None and scheme == "expmap"
+        fast = isinstance(manifold, Manifold) and hasattr(manifold, "_projx_inplace")
+        self.fast = cast(_FastManifold, manifold) if fast else None
+        self.aux = self.fast._fast_aux(x0) if self.fast is not None else None
+
+    @property
+    def absorbing(self) -> bool:
+        """Whether a non-finite state stays non-finite through every later step (so the
+        initial state needs a finiteness check only when the last one fails)."""
+        return self.manifold is None or self.fast is not None
+
+    @property
+    def bounded(self) -> bool:
+        """Whether every state after a step has bounded coordinates (or is NaN), so that its
+        plain sum is finite exactly when all entries are."""
+        return self.fast is not None
+
+    def __call__(self, x: Tensor, t: float, h: float) -> Tensor:
+        velocity, advance = self.velocity, self.advance
+        ks = [velocity(x, t)]
+        for i, row in enumerate(self.rows, start=1):
+            y = advance(x, row, ks, h)
+            k = velocity(y, t + self.c[i] * h)
+            ks.append(dlogmap(self.manifold, x, y, k) if self.geodesic else k)  # type: ignore[arg-type]
+        return advance(x, self.b, ks, h)
+
+    def velocity(self, y: Tensor, t: float) -> Tensor:
+        """The field at ``(y, t)``, projected onto the tangent space at ``y``."""
+        field, m = self.field, self.manifold
+        k = field.raw(y, field.time(y, t))
+        if m is None:
+            return k
+        if self.fast is not None and not _recorded(y, k):
+            return self.fast._proju_fast(y, k, self.aux)
+        return proju(m, y, k)
+
+    def advance(self, x: Tensor, coeffs: _Coeffs, ks: list[Tensor], h: float) -> Tensor:
+        """The point reached from ``x`` by ``h sum_j coeffs_j ks_j``."""
+        if not coeffs:
+            return x
+        m = self.manifold
+        (j, a), rest = coeffs[0], coeffs[1:]
+        if self.geodesic:
+            u = ks[j] * (h * a)
+            for j, a in rest:
+                u.add_(ks[j], alpha=h * a)
+            if self.fast is not None and not _recorded(x, u):
+                return self.fast._expmap_fast(x, u, self.aux)
+            return _move(x, u, m, "expmap")
+        if rest:
+            y = ks[j] * (h * a)
+            for j, a in rest:
+                y.add_(ks[j], alpha=h * a)
+            y.add_(x)
+        else:
+            y = torch.add(x, ks[j], alpha=h * a)
+        if m is None:
+            return y
+        if self.fast is not None and not y.requires_grad:
+            return self.fast._projx_inplace(y, self.aux)
+        return projx(m, y)
+
+
+def _recorded(a: Tensor, b: Tensor) -> bool:
+    """Whether autograd records an operation on ``a`` and ``b``."""
+    return torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
