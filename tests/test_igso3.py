@@ -4,7 +4,7 @@ IGSO3: the angle density integrates to one (Gauss-Legendre in the angle, Monte C
 uniform rotations), the two evaluation forms (Poisson summation, character series) agree
 where both converge, the small-sigma limit is the Gaussian in rotation-vector coordinates and
 the large-sigma limit the uniform law, samples follow the density (Kolmogorov-Smirnov on the
-angle, both the table sampler and the per-row rejection sampler), the density is invariant
+angle, both the fixed-sigma sampler and the per-row sampler), the density is invariant
 under conjugation and inversion, values and gradients are finite at the edges, and bad input
 is refused. CentredGaussian: zero mean, covariance ``std^2 (I - 1 1^T / n)``, ``log_prob``
 against the density of the coordinates in an orthonormal basis of the zero-mean subspace.
@@ -26,7 +26,6 @@ import manifoldfm as mfm
 from manifoldfm.manifolds import SO3
 from manifoldfm.manifolds.so3 import rotation_angle, rotmat_to_rotvec, rotvec_to_rotmat
 from manifoldfm.sources import (
-    _IGSO3_ENVELOPE,
     IGSO3,
     CentredGaussian,
     Uniform,
@@ -224,25 +223,14 @@ def test_samples_follow_the_angle_density(sigma):
     cdf = _numeric_cdf(sigma)
     x = IGSO3(sigma).sample(4000, generator=_gen(11), dtype=F64)
     assert stats.kstest(rotation_angle(x).numpy(), cdf).pvalue > 1e-3
-    # the per-row rejection sampler of the stochastic paths (several sigma in one call)
+    # the per-row sampler of the stochastic paths (several sigma in one call)
     sig = torch.tensor([sigma, 0.3] * 3000, dtype=F64)
     w = _igso3_rotvec_rows(sig, _gen(12)).norm(dim=-1)
     assert stats.kstest(w[0::2].numpy(), cdf).pvalue > 1e-3
     assert stats.kstest(w[1::2].numpy(), _numeric_cdf(0.3)).pvalue > 1e-3
 
 
-def test_rejection_envelope_bounds_the_density_ratio():
-    # p(angle) / Maxwell(angle) = e^{sigma^2/8} sinc(w/2) S(w) with sinc(w/2) S(w) <= 4 / pi
-    sigma = torch.linspace(0.02, 1.5, 300, dtype=F64)[:, None]
-    w = torch.linspace(0.0, math.pi, 4001, dtype=F64)[None, :].expand(300, -1)
-    ratio = torch.log(torch.sin(w / 2) / (w / 2)).nan_to_num(0.0) + _igso3_log_wraps(
-        w, sigma * sigma, 6
-    )
-    assert float(ratio.max()) <= math.log(_IGSO3_ENVELOPE)
-    assert float(ratio.max()) == pytest.approx(math.log(4 / math.pi), abs=1e-8)  # tight, at pi
-
-
-def test_rejection_sampler_zero_sigma_and_known_bound():
+def test_per_row_sampler_zero_sigma_and_known_bound():
     sig = torch.tensor([0.0, 0.2, 0.0, 1.2], dtype=F64)
     w = _igso3_rotvec_rows(sig, _gen(0), sigma_max=1.2)
     assert torch.equal(w[0], torch.zeros(3, dtype=F64)) and torch.equal(w[2], w[0])
