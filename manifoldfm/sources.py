@@ -1312,12 +1312,20 @@ def _igso3_sampling_table(sigma: float, device: torch.device, dtype: torch.dtype
     return coef.to(device=device, dtype=dtype).contiguous()
 
 
+@functools.lru_cache(maxsize=16)
+def _igso3_z_map(cells: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(offset, scale)`` (float64 scalars on ``device``) of ``z -> (z + 37) cells / 74``."""
+    scale = cells / (2.0 * _IGSO3_Z_MAX)
+    one = torch.ones((), dtype=torch.float64, device=device)
+    return one * (_IGSO3_Z_MAX * scale), one * scale
+
+
 def _igso3_z_cell(u: Tensor, cells: int) -> tuple[Tensor, Tensor]:
     """The ``z`` cell (int64) of float64 uniforms ``u`` and the position in it (float64)."""
+    offset, scale = _igso3_z_map(cells, u.device)
     z = torch.special.logit(u, eps=_IGSO3_LOGIT_EPS)  # in (-36.9, 36.8): inside the grid
-    pos = z.add_(_IGSO3_Z_MAX).mul_(cells / (2.0 * _IGSO3_Z_MAX))
-    j = pos.long()  # pos > 0: truncation is the floor
-    return j, pos.sub_(j)
+    pos = torch.addcmul(offset, z, scale)
+    return pos.long(), torch.frac(pos)  # pos > 0: truncation is the floor
 
 
 def _horner(coef: Tensor, s: Tensor) -> Tensor:
