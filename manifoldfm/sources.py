@@ -1253,14 +1253,19 @@ _IGSO3_HAAR_SIGMA = 6.4
 _IGSO3_NEWTON = 5
 
 
-def _igso3_knots(sigma: float, z: Tensor, cells: int = _IGSO3_CELLS) -> tuple[Tensor, Tensor]:
+def _igso3_knots(
+    sigma: float, z: Tensor, cells: int = _IGSO3_CELLS, *, cached: bool = True
+) -> tuple[Tensor, Tensor]:
     """Quantiles ``theta(z)`` with ``F(theta) = 1 / (1 + e^{-z})`` and ``d theta / d z``.
 
     Float64 on the CPU, to about float64's precision: the cell of the CDF table (the CDF for
     ``z <= 0``, the survival function above, so that ``1 - u`` is never formed), then Newton
     steps on the exact mass ``int_lo^theta p`` (Gauss-Legendre on ``[lo, theta]``).
+    ``cached=False`` builds the CDF table without keeping it (the per-row table's hundreds
+    of ``sigma`` would evict the tables of :class:`IGSO3` sources).
     """
-    grid, cdf, _, cell, sf, total = _igso3_table_cpu(sigma, cells)
+    build = _igso3_table_cpu if cached else _igso3_table_cpu.__wrapped__
+    grid, cdf, _, cell, sf, total = build(sigma, cells)
     u, q = torch.sigmoid(z), torch.sigmoid(-z)
     low = z <= 0
     i_low = torch.searchsorted(cdf, u, right=True) - 1
@@ -1352,7 +1357,7 @@ def _igso3_row_knots(k: int) -> tuple[Tensor, Tensor]:
     z = _igso3_z_grid(_IGSO3_ROW_Z_CELLS)
     if k == 0:  # sigma = 0: the angle is 0
         return torch.zeros_like(z), torch.zeros_like(z)
-    return _igso3_knots(k * _IGSO3_ROW_STEP, z, cells=_IGSO3_ROW_CELLS)
+    return _igso3_knots(k * _IGSO3_ROW_STEP, z, cells=_IGSO3_ROW_CELLS, cached=False)
 
 
 def _igso3_row_intervals(sigma_max: float) -> int:
@@ -1389,16 +1394,19 @@ def _igso3_half_angle_rows(
     Sync-free and of fixed cost: the ``z = logit(u)`` cell as for :func:`_igso3_half_angle`,
     the four ``sigma`` rows around ``sigma_i`` of a table of quantile cubics (rows every
     ``1/80``, ``z`` cells of ``74 / 512``), combined by cubic Lagrange interpolation in
-    ``sigma``. The angle's CDF is reproduced to within 2e-7 (measured against exact
-    quantiles); ``sigma = 0`` gives the angle 0 and ``sigma >= 6.4`` the Haar law. Entries
-    above ``sigma_max`` (a Python bound that sizes the table) are treated as ``sigma_max``.
+    ``sigma``. The angle's CDF is reproduced to within 2e-7 with a float64 table (1e-6 in
+    float32; measured against exact quantiles, for ``sigma`` off the rows and ``u`` down to
+    ``2^-53`` from either end); ``sigma = 0`` gives the angle 0 and ``sigma >= 6.4`` the
+    Haar law. Entries above ``sigma_max`` (a Python bound that sizes the table) are treated
+    as ``sigma_max``. Differentiable in ``sigma`` (the quantile's slope at fixed ``u``).
     """
     intervals = _igso3_row_intervals(sigma_max)
     table = _igso3_row_table(intervals, u.device, dtype)
     cells = _IGSO3_ROW_Z_CELLS
     j, s = _igso3_z_cell(u, cells)
     pos = (sigma.to(dtype) * (1.0 / _IGSO3_ROW_STEP)).clamp_(0.0, float(intervals))
-    k = pos.long().clamp_(max=intervals - 1)
+    # a NaN sigma reads row 0 and gives a NaN angle (through x), never an invalid index
+    k = pos.nan_to_num(0.0).long().clamp_(max=intervals - 1)
     x = pos - k  # in [0, 1]: the rows k - 1, k, k + 1, k + 2 at -1, 0, 1, 2
     base = k * cells + j
     idx = base + torch.arange(0, 4 * cells, cells, device=u.device)[:, None]
@@ -1475,6 +1483,8 @@ def _igso3_rotmat(half: Tensor, axis: Tensor) -> Tensor:
     q = torch.cat((torch.cos(half).unsqueeze(0), b.mul_(torch.sin(half))))
     pq = torch.mul(q.unsqueeze(1), q.unsqueeze(0)).view(16, n)
     r = torch.addcmul(eye, c1, pq.index_select(0, i1))
+    if half.requires_grad:  # out= has no autograd: the same sum, then a transposing copy
+        return torch.addcmul(r, c2, pq.index_select(0, i2)).t().contiguous().view(n, 3, 3)
     out = half.new_empty((n, 9))
     torch.addcmul(r, c2, pq.index_select(0, i2), out=out.t())
     return out.view(n, 3, 3)
@@ -1514,9 +1524,9 @@ def _igso3_rotvec_rows(
         (3, sigma.shape[0]), generator=generator, dtype=torch.float64, device=sigma.device
     )
     theta = 2.0 * _igso3_half_angle_rows(sigma, u[0], dt, sigma_max)
-    t, phi = u[1].to(dt), u[2].to(dt) * (2.0 * math.pi)
-    rxy = 2.0 * torch.sqrt(t - t * t)
-    axis = torch.stack((rxy * torch.cos(phi), rxy * torch.sin(phi), 2.0 * t - 1.0), dim=-1)
+    t, p = u[1], u[2] * (2.0 * math.pi)
+    rxy = 2.0 * torch.sqrt(t * (1.0 - t))
+    axis = torch.stack((rxy * torch.cos(p), rxy * torch.sin(p), 2.0 * t - 1.0), dim=-1).to(dt)
     return (theta[:, None] * axis).to(sigma.dtype)
 
 

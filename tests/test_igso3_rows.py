@@ -419,6 +419,21 @@ def test_angle_reparameterisation_gradient():
     torch.testing.assert_close(grad, theta.detach() / 0.01, rtol=1e-4, atol=0)
 
 
+def test_stochastic_path_gradient_through_the_noise_and_nan_sigma():
+    g = _gen(4)
+    so3 = SO3()
+    x0, x1 = so3.random_uniform(6, generator=g), so3.random_uniform(6, generator=g)
+    t = torch.tensor([0.0, 0.1, 0.3, 0.5, 0.9, 1.0], requires_grad=True)
+    s = StochasticGeodesicPath(so3, g=1.0, sigma_min=0.0).sample(x0, x1, t, generator=g)
+    (grad,) = torch.autograd.grad(s.xt.sum(), t)
+    assert torch.isfinite(s.xt).all() and torch.isfinite(grad).all()
+    # a NaN sigma gives a NaN rotation (and a valid table read), its neighbours are untouched
+    r = _igso3_rotmat_rows(
+        torch.tensor([0.3, math.nan, 0.3]), _gen(0), torch.float32, sigma_max=1.0
+    )
+    assert bool(r[1].isnan().all()) and torch.isfinite(r[0]).all() and torch.isfinite(r[2]).all()
+
+
 def test_table_caches_are_bounded():
     for k in range(40):
         IGSO3(0.2 + 0.01 * k).sample(1, generator=_gen(0))

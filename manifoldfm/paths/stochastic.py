@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._utils import as_time, broadcast_time, check_positive, eps_for
+from .._utils import as_time, broadcast_time, check_positive, eps_for, safe_sqrt
 from ..manifolds.euclidean import Euclidean
 from ..manifolds.so3 import SO3
 from ..sources import _igso3_rotmat_rows
@@ -122,6 +122,9 @@ class StochasticGeodesicPath:
     def sigma_t(self, t: Tensor) -> Tensor:
         """The noise scale ``sqrt(g^2 t (1 - t) + sigma_min^2)``, shape of ``t``.
 
+        Where it is 0 (``sigma_min = 0`` at ``t`` in ``{0, 1}``) its gradient is taken as 0
+        (the square root's is infinite there), so the path's gradients in ``t`` stay finite.
+
         Example:
             >>> import torch
             >>> from manifoldfm.manifolds import Euclidean
@@ -129,7 +132,7 @@ class StochasticGeodesicPath:
             >>> StochasticGeodesicPath(Euclidean(3), g=2.0, sigma_min=0.0).sigma_t(torch.tensor([0.0, 0.5]))
             tensor([0., 1.])
         """
-        return torch.sqrt(self.g**2 * t * (1.0 - t) + self.sigma_min**2)
+        return safe_sqrt(self.g**2 * t * (1.0 - t) + self.sigma_min**2)  # gradient 0 at sigma 0
 
     def sample(
         self,
