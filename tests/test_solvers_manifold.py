@@ -490,3 +490,198 @@ def test_a_field_of_another_dtype_is_refused():
     x = S2.random_uniform(4, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
     with pytest.raises(TypeError, match=r"dtype torch\.float32, got torch\.float64"):
         solve_ode(lambda x, t: torch.zeros_like(x, dtype=F64), x, steps=2, manifold=S2)
+
+
+# ------------------------------------------------- the untracked fast path of fixed steps
+# Where autograd records nothing, fixed-step solves on spheres and tori use the manifolds'
+# untracked fast operations; with x0 requiring grad every operation is recorded and the
+# general ones run. The two must agree to rounding and both stay on the manifold.
+FAST_M: list[Manifold] = [Sphere(2), Sphere(3), FlatTorus(2), FlatTorus(3)]
+FAST_TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
+
+
+def _gap(m: Manifold, a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest coordinate gap, angles compared on the circle."""
+    d = a - b
+    if isinstance(m, FlatTorus):
+        d = torch.remainder(d + math.pi, 2 * math.pi) - math.pi
+    return d.abs().max().item()
+
+
+def _fast_and_general(m, method, scheme, seed, dtype, steps=5, t1=1.0, field=None):
+    x0 = m.random_uniform(7, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    v = smooth_field(m, seed, dtype) if field is None else field
+    kw = {"steps": steps, "method": method, "manifold": m, "manifold_scheme": scheme, "t1": t1}
+    with torch.no_grad():
+        fast = solve_ode(v, x0, save_trajectory=True, **kw)
+    tracked = solve_ode(v, x0.clone().requires_grad_(True), save_trajectory=True, **kw)
+    assert tracked.xs.requires_grad and not fast.xs.requires_grad
+    return fast, tracked.xs.detach()
+
+
+@settings(max_examples=30)
+@given(
+    index=st.integers(0, len(FAST_M) - 1),
+    method=st.sampled_from(FIXED),
+    scheme=st.sampled_from(SCHEMES),
+    seed=seeds,
+    dtype=dtypes,
+)
+@example(index=0, method="rk4", scheme="expmap", seed=0, dtype=torch.float32)
+@example(index=2, method="euler", scheme="projection", seed=0, dtype=torch.float64)
+def test_fast_steps_equal_the_general_steps_and_stay_on_the_manifold(
+    index, method, scheme, seed, dtype
+):
+    m = FAST_M[index]
+    fast, general = _fast_and_general(m, method, scheme, seed, dtype)
+    assert fast.xs.dtype == dtype
+    assert _gap(m, fast.xs, general) <= FAST_TOL[dtype]
+    # every state, after every step, on the manifold
+    assert m._point_deviation(fast.xs).max().item() <= check_tol(dtype)
+    if isinstance(m, FlatTorus):  # angles in [0, 2 pi), as wrap_angle gives
+        assert fast.xs.min().item() >= 0.0 and fast.xs.max().item() < 2 * math.pi
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_fast_steps_with_a_zero_field_and_with_steps_near_the_cut_locus(scheme, dtype):
+    """Zero velocity (steps of length 0) and steps of length just under pi on the sphere."""
+    m = Sphere(2)
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    fast, general = _fast_and_general(m, "rk4", scheme, 3, dtype, field=zero)
+    assert _gap(m, fast.x, fast.xs[0]) <= 4 * torch.finfo(dtype).eps
+    assert _gap(m, fast.xs, general) <= FAST_TOL[dtype]
+    axis = torch.tensor([0.3, -0.5, 0.8], dtype=dtype)
+    speed = (math.pi - 1e-3) / axis.norm()
+
+    def turn(x, t):  # a rigid rotation by pi - 1e-3 over the unit time
+        return speed * torch.linalg.cross(axis.expand_as(x), x)
+
+    fast, general = _fast_and_general(m, "euler", scheme, 3, dtype, steps=1, field=turn)
+    assert torch.isfinite(fast.x).all()
+    assert _gap(m, fast.xs, general) <= 50 * FAST_TOL[dtype]
+    assert m._point_deviation(fast.x).max().item() <= check_tol(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("m", [Sphere(2), FlatTorus(2)], ids=["sphere", "torus"])
+def test_gradients_through_the_solver_stay_finite_at_the_edges(m, scheme, dtype):
+    """Grad enabled and x0 requiring grad: the general operations, finite gradients for a
+    zero field (steps of length 0) and for a step of length just under pi."""
+    x0 = m.random_uniform(5, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    d = m.point_shape[0]
+    u = m.proju(x0, torch.randn(5, d, generator=torch.Generator().manual_seed(5), dtype=dtype))
+    u = u / u.norm(dim=-1, keepdim=True) * (math.pi - 1e-6)
+    for scale in (0.0, 1.0):
+        x = x0.clone().requires_grad_(True)
+        w = torch.tensor(scale, dtype=dtype, requires_grad=True)
+        field = lambda y, t: w * m.proju(y, u)  # noqa: B023, E731
+        for method in ("euler", "rk4"):
+            sol = solve_ode(field, x, steps=1, method=method, manifold=m, manifold_scheme=scheme)
+            gx, gw = torch.autograd.grad(sol.x.sin().sum(), (x, w))
+            assert torch.isfinite(gx).all() and torch.isfinite(gw).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sphere_fast_operations_match_the_general_ones(dtype):
+    s = Sphere(2)
+    g = torch.Generator().manual_seed(6)
+    x = s.random_uniform(200, generator=g, dtype=dtype)
+    aux = s._fast_aux(x)
+    tol = 8 * torch.finfo(dtype).eps
+    # projection: the zero vector goes to e_0, NaN stays NaN, other rows are normalised
+    y = torch.randn(200, 3, generator=g, dtype=dtype) * torch.logspace(-8, 8, 200, dtype=dtype)[
+        :, None
+    ].to(dtype)
+    y[0] = 0.0
+    y[1] = math.nan
+    out = s._projx_inplace(y.clone(), aux)
+    torch.testing.assert_close(out[0], torch.tensor([1.0, 0.0, 0.0], dtype=dtype))
+    assert torch.isnan(out[1]).all()
+    assert (out[2:] - s._projx(y[2:])).abs().max().item() <= tol
+    # tangent projection and exponential map, from u = 0 to a half turn
+    u = s.proju(x, torch.randn(200, 3, generator=g, dtype=dtype))
+    assert (s._proju_fast(x, u + 2 * x, aux) - s._proju(x, u + 2 * x)).abs().max() <= 4 * tol
+    for length in (0.0, 1e-20, 1e-9, 1e-3, 0.5, 2.0, math.pi - 1e-3):
+        w = u / u.norm(dim=-1, keepdim=True) * length
+        assert (s._expmap_fast(x, w, aux) - s._expmap(x, w)).abs().max() <= 4 * tol
+    # D log_x(y), from y = x to most of a half turn
+    k = torch.randn(200, 3, generator=g, dtype=dtype)
+    for length in (0.0, 1e-9, 1e-3, 0.3, 2.0):
+        y = s._expmap(x, u / u.norm(dim=-1, keepdim=True) * length)
+        ky = s._proju(y, k)
+        ref = s._dlogmap(x, y, ky)
+        err = (s._dlogmap_fast(x, y, ky, aux) - ref).abs().max()
+        assert err <= 64 * tol * (1 + ref.abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("n", [5, 5000])  # both of the fast wrap's branches
+def test_torus_fast_wrap_matches_wrap_angle(n, dtype):
+    t = FlatTorus(1)
+    y = torch.randn(n, 1, generator=torch.Generator().manual_seed(7), dtype=dtype) * 10.0
+    two_pi = float(torch.tensor(2 * math.pi, dtype=dtype))
+    y[:4, 0] = torch.tensor([-1e-9, 0.0, two_pi, -two_pi], dtype=dtype)
+    out = t._projx_inplace(y.clone(), None)
+    assert out.min().item() >= 0.0 and out.max().item() < 2 * math.pi
+    gap = torch.remainder(out - wrap_angle(y) + math.pi, 2 * math.pi) - math.pi
+    assert gap.abs().max().item() <= 8 * torch.finfo(dtype).eps * 10.0
+    assert torch.isnan(t._projx_inplace(torch.full((n, 1), math.nan, dtype=dtype), None)).all()
+
+
+def test_sphere_row_sums_avoid_reduced_precision_matmuls():
+    from manifoldfm.manifolds.sphere import _exact_cpu_matmul
+
+    assert _exact_cpu_matmul(torch.float64) and not _exact_cpu_matmul(torch.float16)
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    try:
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        assert not _exact_cpu_matmul(torch.float32)
+        assert Sphere(2)._fast_aux(torch.zeros(1, 3)).ones is None  # sums instead
+        assert Sphere(2)._fast_aux(torch.zeros(1, 3, dtype=F64)).ones is not None
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = before
+    assert _exact_cpu_matmul(torch.float32) == (before in ("none", "ieee"))
+
+
+@pytest.mark.parametrize("m", [Sphere(2), FlatTorus(2)], ids=["sphere", "torus"])
+def test_non_finite_states_are_named_on_the_fast_path(m):
+    import manifoldfm as mfm
+
+    x0 = m.random_uniform(3, generator=torch.Generator().manual_seed(8), dtype=F64)
+
+    def blows_up(x, t):
+        return torch.where(t[:, None] > 0.5, torch.full_like(x, math.inf), torch.zeros_like(x))
+
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=r"non-finite at step 7 \(t = 0\.7, previous t = 0\.6"):
+            solve_ode(blows_up, x0, steps=10, manifold=m, manifold_scheme="projection")
+        with mfm.checks(manifold=False), pytest.raises(ValueError, match="x0 holds non-finite"):
+            solve_ode(blows_up, torch.full_like(x0, math.nan), steps=3, manifold=m)
+
+
+@pytest.mark.parametrize("m", [Sphere(2), FlatTorus(2)], ids=["sphere", "torus"])
+def test_fast_operations_run_exactly_where_autograd_records_nothing(m, monkeypatch):
+    calls: list[str] = []
+    for name in ("_proju_fast", "_projx_inplace", "_expmap_fast", "_dlogmap_fast"):
+        original = getattr(type(m), name)
+
+        def counted(self, *args, _name=name, _original=original):
+            calls.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(type(m), name, counted)
+    x0 = m.random_uniform(4, generator=torch.Generator().manual_seed(9), dtype=F64)
+    v = smooth_field(m, 9, F64)
+    for scheme, used in (
+        ("projection", {"_proju_fast", "_projx_inplace"}),
+        ("expmap", {"_proju_fast", "_expmap_fast", "_projx_inplace", "_dlogmap_fast"}),
+    ):
+        calls.clear()
+        solve_ode(v, x0, steps=2, method="midpoint", manifold=m, manifold_scheme=scheme)
+        assert set(calls) == used  # grad enabled, but nothing requires grad
+        calls.clear()
+        solve_ode(v, x0.requires_grad_(True), steps=2, method="midpoint", manifold=m)
+        x0.requires_grad_(False)
+        assert calls == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -41,8 +42,17 @@ def _exact_cpu_matmul(dtype: torch.dtype) -> bool:
     return True
 
 
-# Columns of ones on the CPU by (dtype, length), for _rowdot; read-only.
-_ONES: dict[tuple[torch.dtype, int], Tensor] = {}
+class _FastAux(NamedTuple):
+    """What the untracked fast operations of a solve need, made once per solve."""
+
+    #: column of ones for :func:`_rowdot` (CPU, full-precision matmul), else ``None``
+    ones: Tensor | None
+    #: ``sqrt(tiny) e_0``, added before normalising (see ``Sphere._projx_inplace``)
+    nudge: Tensor
+
+
+# (column of ones, nudge) on the CPU by (dtype, ambient dimension); read-only.
+_CPU_AUX: dict[tuple[torch.dtype, int], tuple[Tensor, Tensor]] = {}
 
 
 def _rowdot(a: Tensor, b: Tensor, ones: Tensor | None) -> Tensor:
@@ -224,38 +234,62 @@ class Sphere(Manifold):
     # overwrite the temporaries they are documented to consume. Same values as ``_projx``,
     # ``_proju`` and ``_expmap`` to rounding.
 
-    def _fast_aux(self, x: Tensor) -> Tensor | None:
-        """The column of ones for :func:`_rowdot` on ``x``'s dtype (CPU), or ``None`` where
-        a matrix product might run in reduced precision (then a reduction is used)."""
-        if x.device.type != "cpu" or not _exact_cpu_matmul(x.dtype):
-            return None
-        key = (x.dtype, x.shape[-1])
-        ones = _ONES.get(key)
-        if ones is None:
-            ones = _ONES[key] = torch.ones(x.shape[-1], 1, dtype=x.dtype)
-        return ones
+    def _fast_aux(self, x: Tensor) -> _FastAux:
+        n = x.shape[-1]
+        if x.device.type != "cpu":
+            root = _tiny_root(x.dtype)
+            return _FastAux(None, x.new_tensor([root] + [0.0] * (n - 1)))
+        parts = _CPU_AUX.get((x.dtype, n))
+        if parts is None:
+            nudge = torch.zeros(n, dtype=x.dtype)
+            nudge[0] = _tiny_root(x.dtype)
+            parts = _CPU_AUX[(x.dtype, n)] = (torch.ones(n, 1, dtype=x.dtype), nudge)
+        return _FastAux(parts[0] if _exact_cpu_matmul(x.dtype) else None, parts[1])
 
-    def _proju_fast(self, x: Tensor, u: Tensor, ones: Tensor | None) -> Tensor:
-        return torch.addcmul(u, _rowdot(x, u, ones), x, value=-1.0)
+    def _proju_fast(self, x: Tensor, u: Tensor, aux: _FastAux) -> Tensor:
+        return torch.addcmul(u, _rowdot(x, u, aux.ones), x, value=-1.0)
 
-    def _projx_inplace(self, y: Tensor, ones: Tensor | None) -> Tensor:
-        """``y / |y|`` written into ``y`` (a temporary the caller owns); the zero vector
-        becomes ``e_0`` (as in ``_projx``), by arithmetic rather than a boolean mask and a
-        select, which cost more than the projection itself on the CPU. Where the squared norm
-        leaves the normal range (``|y|`` beyond about ``1e19`` or below ``1e-19`` in float32)
-        it loses accuracy or overflows, as ``_projx``'s norm does above it."""
-        n2 = _rowdot(y, y, ones)
-        minus_zero = torch.sign(n2).sub_(1.0)  # -1 where |y| = 0, else 0 (NaN stays NaN)
-        y.narrow(-1, 0, 1).sub_(minus_zero)
-        return y.mul_(n2.sub_(minus_zero).rsqrt_())
+    def _projx_inplace(self, y: Tensor, aux: _FastAux) -> Tensor:
+        """``y / |y|`` written into ``y`` (a temporary the caller owns).
 
-    def _expmap_fast(self, x: Tensor, u: Tensor, ones: Tensor | None) -> Tensor:
+        ``y_0`` is first nudged by ``sqrt(tiny)`` (``1.1e-19`` in float32, ``1.5e-154`` in
+        float64), whose square is still a normal number: the zero vector becomes ``e_0`` (as
+        in ``_projx``) without a mask and a select, which would cost more than the projection
+        itself on the CPU, and any ``y`` longer than about ``1e-12`` (float32; ``1e-138`` in
+        float64) is normalised to rounding, the nudge being below half an ulp of its
+        largest coordinate. Where the squared norm overflows (``|y|`` above about ``1e19``
+        in float32) the row comes out 0, as ``_projx``'s does.
+        """
+        y.add_(aux.nudge)
+        return y.mul_(_rowdot(y, y, aux.ones).rsqrt_())
+
+    def _expmap_fast(self, x: Tensor, u: Tensor, aux: _FastAux) -> Tensor:
         """``exp_x(u)`` by plain ``cos`` and ``sin(|u|) / |u|`` (exact at ``u = 0`` through a
         ``tiny`` floor), renormalised like ``_expmap``; ``u`` is not modified."""
-        n = _rowdot(u, u, ones).sqrt_()
+        n = _rowdot(u, u, aux.ones).sqrt_()
         c = torch.cos(n)
         sc = torch.sin(n).div_(n.clamp_min_(torch.finfo(n.dtype).tiny))
-        return self._projx_inplace(torch.addcmul(c * x, sc, u), ones)
+        return self._projx_inplace(torch.addcmul(c * x, sc, u), aux)
+
+    def _dlogmap_fast(self, x: Tensor, y: Tensor, u: Tensor, aux: _FastAux) -> Tensor:
+        """``_dlogmap`` with row sums as matrix products and ``theta / s`` by a floored
+        ``s`` (exact as ``s -> 0``); ``q`` keeps its series, which is there for the value:
+        the closed form cancels for small angles."""
+        ones = aux.ones
+        d = y - x
+        p = torch.addcmul(d, _rowdot(d, x, ones), x, value=-1.0)
+        s = _rowdot(p, p, ones).sqrt_()
+        c = _rowdot(x, y, ones)
+        sf = s.clamp_min(_tiny_root(s.dtype))
+        theta = torch.atan2(sf, c)
+        r = theta / sf
+        t2 = theta * theta
+        series = 1 / 3 + t2 * (2 / 15 + t2 * (2 / 63 + t2 * (4 / 675 + t2 * (2 / 2079))))
+        closed = (sf - theta * c).div_(sf * sf * sf)
+        q = torch.where(theta < _taylor_threshold(x.dtype), series, closed)
+        xu = _rowdot(x, u, ones)
+        out = torch.addcmul(u, xu, x, value=-1.0).mul_(r)
+        return out.sub_(p.mul_(q.mul_(xu)))
 
     def _random_uniform(
         self,

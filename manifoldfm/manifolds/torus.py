@@ -184,20 +184,28 @@ class FlatTorus(Manifold):
     def _projx_inplace(self, y: Tensor, aux: None) -> Tensor:
         """Wrap ``y`` (a temporary the caller owns) into ``[0, 2 pi)`` in place.
 
-        ``y - 2 pi floor(y / 2 pi)``, clamped to ``[0, 2 pi)``: four cheap elementwise
-        operations instead of ``torch.remainder`` (several times slower on the CPU) and a
-        select. It equals ``wrap_angle(y)`` to rounding: for ``y`` within a period of the
-        range (the solvers' steps) the subtraction is exact and only an angle within an ulp
-        of a multiple of ``2 pi`` may come out at the other end of the range (0 instead of
-        just below ``2 pi`` or the reverse), the same point of the circle to an ulp.
+        From 2048 entries on, ``y - 2 pi floor(y / 2 pi)`` clamped to ``[0, 2 pi)``: four
+        cheap elementwise operations, where ``torch.remainder`` costs several times more
+        per element on the CPU; below that, ``torch.remainder`` and the clamp. Both replace
+        ``wrap_angle``'s select by a clamp and equal ``wrap_angle(y)`` to rounding: for
+        ``y`` within a period of the range (the solvers' steps) the subtraction is exact,
+        and only an angle within an ulp of a multiple of ``2 pi`` may come out at the other
+        end of the range (just below ``2 pi`` instead of 0 or the reverse), the same point
+        of the circle to an ulp.
         """
+        below = _below_two_pi(y.dtype)
+        if y.numel() < 2048:  # below this, the one remainder kernel is the cheaper
+            return torch.remainder(y, _TWO_PI, out=y).clamp_max_(below)
         two_pi = _two_pi_parts(y.dtype)[0]
         y.add_(torch.mul(y, 1.0 / two_pi).floor_(), alpha=-two_pi)
-        return y.clamp_(0.0, _below_two_pi(y.dtype))
+        return y.clamp_(0.0, below)
 
     def _expmap_fast(self, x: Tensor, u: Tensor, aux: None) -> Tensor:
         """``wrap_angle(x + u)``, written into ``u`` (a temporary the caller owns)."""
         return self._projx_inplace(u.add_(x), aux)
+
+    def _dlogmap_fast(self, x: Tensor, y: Tensor, u: Tensor, aux: None) -> Tensor:
+        return u
 
     def _random_uniform(
         self,

@@ -366,6 +366,8 @@ class _FastManifold(Protocol):
 
     def _expmap_fast(self, x: Tensor, u: Tensor, aux: Any) -> Tensor: ...
 
+    def _dlogmap_fast(self, x: Tensor, y: Tensor, u: Tensor, aux: Any) -> Tensor: ...
+
 
 class _FixedStep:
     """One step of an explicit tableau (no error estimate, no FSAL) for ``solve_ode``'s
@@ -380,7 +382,7 @@ class _FixedStep:
     temporaries (in-place additions are safe for autograd: ``add`` saves no input).
     """
 
-    __slots__ = ("aux", "b", "c", "fast", "field", "geodesic", "manifold", "rows")
+    __slots__ = ("aux", "b", "c", "fast", "field", "geodesic", "grad", "manifold", "rows")
 
     def __init__(
         self,
@@ -400,6 +402,9 @@ class _FixedStep:
         fast = isinstance(manifold, Manifold) and hasattr(manifold, "_projx_inplace")
         self.fast = cast(_FastManifold, manifold) if fast else None
         self.aux = self.fast._fast_aux(x0) if self.fast is not None else None
+        # whether autograd may record anything in this solve (grad mode is per thread and
+        # a velocity field that switches it restores it before returning)
+        self.grad = torch.is_grad_enabled()
 
     @property
     def absorbing(self) -> bool:
@@ -419,8 +424,15 @@ class _FixedStep:
         for i, row in enumerate(self.rows, start=1):
             y = advance(x, row, ks, h)
             k = velocity(y, t + self.c[i] * h)
-            ks.append(dlogmap(self.manifold, x, y, k) if self.geodesic else k)  # type: ignore[arg-type]
+            ks.append(self.pull_back(x, y, k) if self.geodesic else k)
         return advance(x, self.b, ks, h)
+
+    def pull_back(self, x: Tensor, y: Tensor, k: Tensor) -> Tensor:
+        """``D log_x(y)[k]``: the stage velocity in the tangent space at ``x``."""
+        recorded = self.grad and (x.requires_grad or y.requires_grad or k.requires_grad)
+        if self.fast is not None and not recorded:
+            return self.fast._dlogmap_fast(x, y, k, self.aux)
+        return dlogmap(cast(ManifoldLike, self.manifold), x, y, k)
 
     def velocity(self, y: Tensor, t: float) -> Tensor:
         """The field at ``(y, t)``, projected onto the tangent space at ``y``."""
@@ -428,7 +440,7 @@ class _FixedStep:
         k = field.raw(y, field.time(y, t))
         if m is None:
             return k
-        if self.fast is not None and not _recorded(y, k):
+        if self.fast is not None and not (self.grad and (y.requires_grad or k.requires_grad)):
             return self.fast._proju_fast(y, k, self.aux)
         return proju(m, y, k)
 
@@ -442,7 +454,7 @@ class _FixedStep:
             u = ks[j] * (h * a)
             for j, a in rest:
                 u.add_(ks[j], alpha=h * a)
-            if self.fast is not None and not _recorded(x, u):
+            if self.fast is not None and not (self.grad and (x.requires_grad or u.requires_grad)):
                 return self.fast._expmap_fast(x, u, self.aux)
             return _move(x, u, m, "expmap")
         if rest:
@@ -457,8 +469,3 @@ class _FixedStep:
         if self.fast is not None and not y.requires_grad:
             return self.fast._projx_inplace(y, self.aux)
         return projx(m, y)
-
-
-def _recorded(a: Tensor, b: Tensor) -> bool:
-    """Whether autograd records an operation on ``a`` and ``b``."""
-    return torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
