@@ -264,12 +264,12 @@ class Sphere(Manifold):
         return y.mul_(_rowdot(y, y, aux.ones).rsqrt_())
 
     def _expmap_fast(self, x: Tensor, u: Tensor, aux: _FastAux) -> Tensor:
-        """``exp_x(u)`` by plain ``cos`` and ``sin(|u|) / |u|`` (exact at ``u = 0`` through a
-        ``tiny`` floor), renormalised like ``_expmap``; ``u`` is not modified."""
-        n = _rowdot(u, u, aux.ones).sqrt_()
-        c = torch.cos(n)
-        sc = torch.sin(n).div_(n.clamp_min_(torch.finfo(n.dtype).tiny))
-        return self._projx_inplace(torch.addcmul(c * x, sc, u), aux)
+        """``exp_x(u)`` by plain ``cos`` and ``sin(|u|) / |u|`` of ``|u|`` floored at
+        ``tiny`` (where ``sin(tiny) / tiny = 1`` and ``cos(tiny) = 1`` exactly), renormalised
+        like ``_expmap``; ``u`` is not modified."""
+        n = _rowdot(u, u, aux.ones).sqrt_().clamp_min_(torch.finfo(u.dtype).tiny)
+        sc = torch.sin(n).div_(n)
+        return self._projx_inplace(torch.addcmul(torch.cos(n) * x, sc, u), aux)
 
     def _dlogmap_fast(self, x: Tensor, y: Tensor, u: Tensor, aux: _FastAux) -> Tensor:
         """``_dlogmap`` with row sums as matrix products and ``theta / s`` by a floored

@@ -226,11 +226,11 @@ class FiniteTracker:
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first step whose state is not finite."""
-        if not self.flags:
-            if self.initial is not None:
-                self.record(*self.initial)
-                self.initial = None
-                self.check()
+        if not self.flags:  # no step recorded: only a deferred initial state to check
+            if self.initial is not None and not bool(torch.isfinite(self.initial[0]).all()):
+                raise ValueError(
+                    f"{self.solver}: x0 holds non-finite values (at t = {self.initial[1]:.6g})"
+                )
             return
         # one host read of one number (a 0-dim isfinite costs several times more on the CPU)
         worst = self.flags[0] if len(self.flags) == 1 else torch.stack(self.flags).abs().amax()

@@ -78,7 +78,10 @@ def solve_ode(
     ``dopri5``'s error estimate measured in that tangent space. ``"projection"`` steps in the
     ambient space and maps back with ``projx`` (embedded manifolds; no ``logmap`` needed).
     Every state lies on the manifold (to rounding). Steps must keep ``|h v|`` well inside the
-    injectivity radius (``pi`` on spheres, tori and SO(3)).
+    injectivity radius (``pi`` on spheres, tori and SO(3)). Where autograd records nothing
+    (sampling under ``torch.no_grad``, or nothing requiring grad), fixed-step solves on spheres
+    and tori use faster operations without the small-angle series that make gradients exact;
+    they agree with the recorded path to rounding (see :mod:`manifoldfm.solvers.steps`).
 
     The time passed to ``v`` is a ``(B,)`` tensor of ``x0``'s dtype and device. With value
     checks on (the default, see :func:`manifoldfm.checks`) the finiteness of every state is

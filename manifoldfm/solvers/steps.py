@@ -23,6 +23,16 @@ point and one of two schemes moves the state:
   on the field extended by ``y -> proju(projx(y), v(projx(y)))`` and every stage point and new
   state is mapped back with ``projx``. It also keeps the tableau's full order on embedded
   manifolds (spheres, SO(3) as matrices, tori as angles) and needs no ``logmap``.
+
+The fixed-step loop of :func:`~manifoldfm.solvers.solve_ode` takes the same steps with the
+manifold's operations resolved once per solve. Where autograd records nothing (sampling under
+``torch.no_grad``, or no input of an operation requiring grad) it uses the untracked fast
+operations of :class:`~manifoldfm.manifolds.Sphere` and
+:class:`~manifoldfm.manifolds.FlatTorus` in float32 and float64: no small-angle series (they
+exist for exact gradients), row sums over the last dimension as a matrix product on the CPU,
+projections written into the solver's own temporaries. They agree with the general operations
+to rounding and keep every state on the manifold; where autograd records, the general
+operations run, so gradients through the solver are unchanged.
 """
 
 from __future__ import annotations
@@ -399,7 +409,11 @@ class _FixedStep:
         self.rows, self.b = _plan(tableau)
         self.c = tableau.c
         self.geodesic = manifold is not None and scheme == "expmap"
-        fast = isinstance(manifold, Manifold) and hasattr(manifold, "_projx_inplace")
+        fast = (
+            isinstance(manifold, Manifold)
+            and hasattr(manifold, "_projx_inplace")
+            and x0.dtype in (torch.float32, torch.float64)
+        )
         self.fast = cast(_FastManifold, manifold) if fast else None
         self.aux = self.fast._fast_aux(x0) if self.fast is not None else None
         # whether autograd may record anything in this solve (grad mode is per thread and
