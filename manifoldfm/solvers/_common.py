@@ -49,7 +49,7 @@ class ManifoldLike(Protocol):
 
 def check_manifold(manifold: Any) -> None:
     """Raise ``TypeError`` unless ``manifold`` is ``None`` or has ``proju``, ``expmap``, ``projx``."""
-    if manifold is None:
+    if manifold is None or isinstance(manifold, Manifold):
         return
     missing = [m for m in ("proju", "expmap", "projx") if not callable(getattr(manifold, m, None))]
     if missing:

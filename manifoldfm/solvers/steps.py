@@ -471,15 +471,16 @@ class _FixedStep:
             if self.fast is not None and not (self.grad and (x.requires_grad or u.requires_grad)):
                 return self.fast._expmap_fast(x, u, self.aux)
             return _move(x, u, m, "expmap")
-        if rest:
+        if rest or m is None:
+            # x + h sum_j a_j k_j rounded as rk_step (and solve_sde's Euler-Maruyama) round it
             y = ks[j] * (h * a)
             for j, a in rest:
                 y.add_(ks[j], alpha=h * a)
             y.add_(x)
-        else:
+            if m is None:
+                return y
+        else:  # one stage velocity, on a manifold: one fused multiply-add
             y = torch.add(x, ks[j], alpha=h * a)
-        if m is None:
-            return y
         if self.fast is not None and not y.requires_grad:
             return self.fast._projx_inplace(y, self.aux)
         return projx(m, y)
