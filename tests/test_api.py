@@ -189,13 +189,16 @@ def test_val_nll_is_recorded_on_compact_spaces():
 
 def test_default_size_and_steps():
     res = fit(_data("torus"), space="torus", steps=1, batch_size=16, progress=False)
-    assert (res.config["hidden"], res.config["depth"]) == (128, 3)
+    assert (res.config["hidden"], res.config["depth"]) == (256, 4)
     assert res.config["n_val"] == 10 and res.config["n_train"] == 86
     from manifoldfm.api import _default_size, _default_steps
 
-    assert _default_steps(86, 16) == 5000 and _default_steps(10**6, 256) == 50000
+    assert _default_steps(86, 16) == 20000 and _default_steps(10**6, 256) == 50000
     assert _default_steps(100_000, 256) == 100 * 391
-    assert _default_size(50_000, 3) == (512, 4) and _default_size(100, 64) == (256, 3)
+    assert _default_steps(86, 16, "functions") == 5000
+    assert _default_steps(10**6, 16, "functions") == 20000
+    assert _default_size(50_000, 3) == (512, 4) and _default_size(100, 64) == (256, 4)
+    assert _default_size(100, 365, "functions") == (32, 3)
 
 
 def test_bad_arguments(tmp_path):
