@@ -643,6 +643,9 @@ def test_sphere_row_sums_avoid_reduced_precision_matmuls():
     finally:
         torch.backends.mkldnn.matmul.fp32_precision = before
     assert _exact_cpu_matmul(torch.float32) == (before in ("none", "ieee"))
+    # other devices: sums, and the nudge made on the device itself
+    aux = Sphere(2)._fast_aux(torch.zeros(1, 3, device="meta"))
+    assert aux.ones is None and aux.nudge.device.type == "meta" and aux.nudge.shape == (3,)
 
 
 @pytest.mark.parametrize("m", [Sphere(2), FlatTorus(2)], ids=["sphere", "torus"])

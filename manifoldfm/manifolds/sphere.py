@@ -236,9 +236,10 @@ class Sphere(Manifold):
 
     def _fast_aux(self, x: Tensor) -> _FastAux:
         n = x.shape[-1]
-        if x.device.type != "cpu":
-            root = _tiny_root(x.dtype)
-            return _FastAux(None, x.new_tensor([root] + [0.0] * (n - 1)))
+        if x.device.type != "cpu":  # filled on the device: no host-to-device copy
+            nudge = x.new_zeros(n)
+            nudge.narrow(0, 0, 1).fill_(_tiny_root(x.dtype))
+            return _FastAux(None, nudge)
         parts = _CPU_AUX.get((x.dtype, n))
         if parts is None:
             nudge = torch.zeros(n, dtype=x.dtype)
