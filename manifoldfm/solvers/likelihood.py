@@ -30,8 +30,8 @@ from .steps import MANIFOLD_SCHEMES, dlogmap, has_logmap
 
 __all__ = ["DIVERGENCES", "LogDensity", "divergence", "log_likelihood"]
 
-#: The divergence estimators accepted by :func:`log_likelihood`.
 DIVERGENCES: tuple[str, ...] = ("exact", "hutchinson")
+"""The divergence estimators accepted by :func:`log_likelihood`."""
 
 _NO_GRAPH = (
     "the field's output does not depend on x through autograd (is it computed under "

@@ -37,8 +37,8 @@ from .steps import (
 
 __all__ = ["METHODS", "solve_ode"]
 
-#: The method names accepted by :func:`solve_ode` (and :func:`~manifoldfm.solvers.log_likelihood`).
 METHODS: tuple[str, ...] = ("euler", "midpoint", "heun", "rk4", "dopri5")
+"""The method names accepted by :func:`solve_ode` (and :func:`~manifoldfm.solvers.log_likelihood`)."""
 
 # Step-size controller of the adaptive method.
 _SAFETY, _FAC_MIN, _FAC_MAX = 0.9, 0.2, 10.0

@@ -126,8 +126,11 @@ class ButcherTableau:
 
 
 EULER = ButcherTableau(name="euler", order=1, c=(0.0,), a=((),), b=(1.0,))
+"""Forward Euler: one stage, order 1."""
 MIDPOINT = ButcherTableau(name="midpoint", order=2, c=(0.0, 0.5), a=((), (0.5,)), b=(0.0, 1.0))
+"""The explicit midpoint rule: two stages, order 2."""
 HEUN = ButcherTableau(name="heun", order=2, c=(0.0, 1.0), a=((), (1.0,)), b=(0.5, 0.5))
+"""Heun's method (explicit trapezoid): two stages, order 2."""
 RK4 = ButcherTableau(
     name="rk4",
     order=4,
@@ -135,6 +138,7 @@ RK4 = ButcherTableau(
     a=((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
     b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
 )
+"""The classical fourth-order Runge-Kutta method: four stages, order 4."""
 _DP_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84)
 DOPRI5 = ButcherTableau(
     name="dopri5",
@@ -154,14 +158,16 @@ DOPRI5 = ButcherTableau(
     b_err=(71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40),
     fsal=True,
 )
+"""Dormand-Prince 5(4): seven stages (first same as last), order 5 with an embedded order-4
+error estimate, for adaptive steps."""
 
-#: How a Runge-Kutta step moves on a manifold (see :func:`rk_step`).
 MANIFOLD_SCHEMES: tuple[str, ...] = ("expmap", "projection")
+"""How a Runge-Kutta step moves on a manifold (see :func:`rk_step`)."""
 
-#: The tableaux by method name.
 TABLEAUX: dict[str, ButcherTableau] = {
     tab.name: tab for tab in (EULER, MIDPOINT, HEUN, RK4, DOPRI5)
 }
+"""The tableaux by method name."""
 
 
 def _combine(coeffs: tuple[float, ...], ks: list[Tensor], h: float) -> Tensor | None:
