@@ -22,8 +22,11 @@ representation of the data.
 | ``functions`` | Matern-5/2 GP noise, unit variance, length scale ``length_scale`` | ``AffinePath(CondOT(1e-4))`` | one scalar mean and std |
 
 The model works on the standardised points; sampling undoes the standardisation. Functions
-are the ``(N, n)`` values of ``N`` curves on ``n`` evenly spaced points of ``[0, 1]`` (the
-layout of :func:`~manifoldfm.data.read_points` with ``space="functions"``); the loss is the
+are the ``(N, n)`` values of ``N`` curves on ``n`` evenly spaced points (the layout of
+:func:`~manifoldfm.data.read_points` with ``space="functions"``), read as the values at
+``s_i = i / n`` of the unit interval taken as periodic (the grid convention of
+:class:`~manifoldfm.functional.FNO1d`: point ``i`` of ``n`` and point ``2 i`` of ``2 n`` are
+the same location); the GP noise is drawn at those points, the loss is the
 trapezoid-weighted mean square over the grid (:func:`~manifoldfm.losses.quadrature_weights`),
 and the trained operator samples on any grid (``FittedModel.sample(..., grid_size=m)``).
 
@@ -179,8 +182,13 @@ class _HaarGaussian:
 
 
 def _grid(n: int) -> Tensor:
-    """The ``(n, 1)`` evenly spaced points of ``[0, 1]`` (the readers' grid of functions)."""
-    return torch.linspace(0.0, 1.0, n, dtype=torch.float64)[:, None]
+    """The ``(n, 1)`` points ``i / n`` of ``[0, 1)``: the periodic grid of :class:`FNO1d`.
+
+    Reading the ``n`` values of a curve at ``i / n`` makes point ``i`` of an ``n``-point grid
+    and point ``2 i`` of a ``2 n``-point grid the same location, for the noise, the loss
+    weights and the neural operator alike.
+    """
+    return (torch.arange(n, dtype=torch.float64) / n)[:, None]
 
 
 def _function_source(length_scale: float, n: int) -> Any:
@@ -556,6 +564,36 @@ class _Dist:
 
             dist.barrier()
 
+    def on_rank0(self, fn: Any, device: torch.device) -> float:
+        """``fn()`` (a float or ``None``) on rank 0, its value broadcast to every process.
+
+        Every process learns whether rank 0 succeeded, so an error there stops all processes
+        instead of leaving the others waiting in the next collective.
+        """
+        value, error = 0.0, None
+        if self.rank == 0:
+            try:
+                value = float(fn() or 0.0)
+            except Exception as exc:  # re-raised below, after the others are told
+                error = exc
+        value, ok = self.from_rank0([value, 0.0 if error is not None else 1.0], device)
+        if error is not None:
+            raise error
+        if ok != 1.0:
+            raise RuntimeError("rank 0 failed (see its error); this process stops too")
+        return value
+
+    def check_same(self, settings: tuple[Any, ...]) -> None:
+        """Raise ``ValueError`` on every process unless all processes got the same settings."""
+        if self.world == 1:
+            return
+        every = self.gather(settings)
+        if any(other != every[0] for other in every[1:]):
+            raise ValueError(
+                "fit got different arguments on different processes (out given, resume, "
+                f"overwrite, steps, batch_size, seed, data shape): {every}"
+            )
+
 
 def _distributed(device: torch.device) -> tuple[_Dist, torch.device]:
     """Join the process group of a ``torchrun`` launch (or the caller's), pick the device.
@@ -574,12 +612,16 @@ def _distributed(device: torch.device) -> tuple[_Dist, torch.device]:
             return _Dist(), device
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         created = True
-    world = dist.get_world_size()
+    world, rank = dist.get_world_size(), dist.get_rank()
     if world > 1 and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if device.type == "cuda":
+        local = os.environ.get("LOCAL_RANK")
+        index = int(local) if local is not None else rank % max(1, torch.cuda.device_count())
+        device = torch.device("cuda", index)
+    if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
-    return _Dist(dist.get_rank(), world, created), device
+    if world > 1 and dist.get_backend() == "nccl" and device.type != "cuda":
+        raise ValueError(f"the process group uses NCCL, which needs a CUDA device; got {device}")
+    return _Dist(rank, world, created), device
 
 
 def _collective_device(d: _Dist, dev: torch.device) -> torch.device:
@@ -652,8 +694,10 @@ def fit(
             ``cuda:LOCAL_RANK``).
         dtype: floating dtype of the model and data.
         progress: show a tqdm progress bar (rank 0 only).
-        resume: continue from ``out``'s checkpoint (same data and seed; ``steps`` may be
-            raised to train longer).
+        resume: continue from ``out``'s checkpoint (same data; ``steps`` may be raised to
+            train longer). The run keeps the checkpoint's seed, model size, noise, learning
+            rate, EMA, coupling and batch size; a ``hidden``, ``depth`` or ``length_scale``
+            that differs from them is a ``ValueError``, the other arguments are not used.
         overwrite: allow a new run to replace the checkpoint in ``out``.
         read_kwargs: options of :func:`~manifoldfm.data.read_points` when ``data`` is a file.
 
@@ -674,11 +718,6 @@ def fit(
         >>> res.config["space"], res.config["hidden"], res.config["depth"]
         ('euclidean', 256, 4)
     """
-    from tqdm.auto import tqdm
-
-    from .couplings import ExactOT
-    from .losses import cfm_loss, quadrature_weights
-    from .paths import AffinePath, CondOT, GeodesicPath
 
     space = _check_space(space)
     if coupling not in _COUPLINGS:
@@ -701,8 +740,12 @@ def fit(
     if length_scale is not None:
         if space != "functions":
             raise ValueError(f"length_scale applies to functions only, not to {space}")
-        if not (isinstance(length_scale, (int, float)) and 0 < length_scale < math.inf):
+        if isinstance(length_scale, bool) or not (
+            isinstance(length_scale, (int, float)) and 0 < length_scale < math.inf
+        ):
             raise ValueError(f"length_scale must be a positive number, got {length_scale!r}")
+    if resume and overwrite:
+        raise ValueError("resume=True and overwrite=True exclude each other")
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
     if resume and out is None:
@@ -723,8 +766,59 @@ def fit(
     dim = _check_points(points, space)
     n = int(points.shape[0])
     dist_info, dev = _distributed(torch.device(device))
+    try:
+        return _fit_run(locals())
+    except BaseException:
+        if dist_info.created:  # a group fit started is not left behind by an error
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+        raise
+
+
+def _fit_run(args: dict[str, Any]) -> FitResult:
+    """The body of :func:`fit` once the inputs are read and the process group is joined."""
+    from tqdm.auto import tqdm
+
+    from .couplings import ExactOT
+    from .losses import cfm_loss, quadrature_weights
+    from .paths import AffinePath, CondOT, GeodesicPath
+
+    space: str = args["space"]
+    out_dir: Path | None = args["out_dir"]
+    points: Tensor = args["points"]
+    dim: int = args["dim"]
+    n: int = args["n"]
+    dist_info: _Dist = args["dist_info"]
+    dev: torch.device = args["dev"]
+    steps, batch_size, lr, hidden, depth = (
+        args["steps"],
+        args["batch_size"],
+        args["lr"],
+        args["hidden"],
+        args["depth"],
+    )
+    ema, coupling, val_fraction = args["ema"], args["coupling"], args["val_fraction"]
+    eval_every, patience, val_nll_every = (
+        args["eval_every"],
+        args["patience"],
+        args["val_nll_every"],
+    )
+    length_scale, seed, dtype = args["length_scale"], args["seed"], args["dtype"]
+    progress, resume = args["progress"], args["resume"]
     rank0 = dist_info.rank == 0
     cdev = _collective_device(dist_info, dev)
+    dist_info.check_same(
+        (
+            out_dir is not None,
+            resume,
+            args["overwrite"],
+            steps,
+            batch_size,
+            seed,
+            tuple(points.shape),
+        )
+    )
 
     # split (a function of n and seed only, so that a resumed run sees the same split)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -755,10 +849,20 @@ def fit(
                 f"{config['space']} (dim {config['dim']}); got {n} points on {space} (dim {dim})"
             )
         ckpt = torch.load(model_file, map_location=dev, weights_only=True)
+        given = {"length_scale": length_scale, "hidden": hidden, "depth": depth}
+        for key, value in given.items():
+            if value is not None and config.get(key) is not None and value != config[key]:
+                raise ValueError(
+                    f"{key} = {value!r} differs from the checkpoint's {config[key]!r}; a "
+                    "resumed run keeps its model and noise (start a new run to change them)"
+                )
         hidden, depth = int(config["hidden"]), int(config["depth"])
         norm = config["normalisation"]
         seed = int(config["seed"])
         length_scale = config.get("length_scale")
+        # the optimiser, schedule and EMA continue from the checkpoint's settings
+        lr, ema = float(config["lr"]), float(config["ema"])
+        coupling, batch_size = str(config["coupling"]), int(config["batch_size"])
         total = steps if steps is not None else int(config["steps"])
         if total < int(config["steps_done"]):
             raise ValueError(
@@ -883,8 +987,10 @@ def fit(
         if out_dir is None:
             return
         generators = dist_info.gather(g.get_state())  # collective: every process calls save
-        if not rank0:  # the checkpoint is written once, by rank 0
-            return
+        dist_info.on_rank0(lambda: write(step, generators), cdev)  # written once, by rank 0
+
+    def write(step: int, generators: list[Tensor]) -> None:
+        assert out_dir is not None
         out_dir.mkdir(parents=True, exist_ok=True)
         state = {
             "format": _FORMAT,
@@ -952,7 +1058,7 @@ def fit(
         bar.update(1)
         if step % eval_every == 0 or step == total:
             (train_mean,) = dist_info.all_mean([float(running) / count], cdev)
-            (v,) = dist_info.from_rank0([val_loss() if rank0 else 0.0], cdev)
+            v = dist_info.on_rank0(val_loss, cdev)
             history.append((step, train_mean, v))
             running, count = 0.0, 0
             if v < best_val:
@@ -981,8 +1087,9 @@ def fit(
         save(step)
     best_model.eval()
     config["stopped_early"] = stopped
-    if out_dir is not None and rank0:
-        (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if out_dir is not None:
+        final = json.dumps(config, indent=2) + "\n"
+        dist_info.on_rank0(lambda: (out_dir / "config.json").write_text(final) and None, cdev)
     dist_info.barrier()  # the run folder is complete before any process returns
     if dist_info.created:
         import torch.distributed as dist

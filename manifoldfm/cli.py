@@ -247,7 +247,7 @@ def plot_points(file: Path, points: torch.Tensor, space: str, *, title: str = ""
         ax.legend()
     elif space == "functions":
         fig, ax = plt.subplots(figsize=(7, 4))
-        s = torch.linspace(0, 1, x.shape[1]).numpy()
+        s = (torch.arange(x.shape[1]) / x.shape[1]).numpy()  # the periodic grid i / n
         for row in x[:20]:
             ax.plot(s, row.numpy(), lw=0.8, alpha=0.6)
         m, sd = x.mean(0).numpy(), x.std(0).numpy() if x.shape[0] > 1 else 0 * x[0].numpy()

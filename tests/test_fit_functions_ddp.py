@@ -84,6 +84,34 @@ def test_functions_arguments():
         )
 
 
+def test_resume_keeps_the_checkpoints_settings(tmp_path):
+    x = _curves(32)
+    fit(x, space="functions", steps=2, out=tmp_path, lr=2e-3, length_scale=0.1, **SMALL)
+    with pytest.raises(ValueError, match="differs from the checkpoint"):
+        fit(x, space="functions", steps=3, out=tmp_path, resume=True, length_scale=0.2)
+    with pytest.raises(ValueError, match="hidden = 16 differs"):
+        fit(x, space="functions", steps=3, out=tmp_path, resume=True, hidden=16)
+    with pytest.raises(ValueError, match="exclude each other"):
+        fit(x, space="functions", steps=3, out=tmp_path, resume=True, overwrite=True)
+    with pytest.raises(ValueError, match="length_scale must be a positive number"):
+        fit(x, space="functions", steps=1, length_scale=True)
+    res = fit(x, space="functions", steps=3, out=tmp_path, resume=True, lr=1.0, progress=False)
+    c = res.config
+    assert c["steps_done"] == 3 and c["lr"] == 2e-3 and c["length_scale"] == 0.1
+    assert c["hidden"] == 8 and c["batch_size"] == 32
+
+
+def test_functions_are_read_on_the_periodic_grid():
+    from manifoldfm.api import _grid
+
+    x = _curves(16, points=12)
+    fm = fit(x, space="functions", steps=1, **SMALL).fitted
+    torch.testing.assert_close(fm.source.points, _grid(12))
+    assert torch.equal(_grid(12)[:, 0], torch.arange(12, dtype=torch.float64) / 12)
+    # point i of n and point 2 i of 2 n are the same location
+    assert torch.equal(_grid(24)[::2], _grid(12))
+
+
 def test_run_folder_is_never_replaced_silently(tmp_path):
     x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
     fit(x, space="euclidean", steps=2, out=tmp_path, **SMALL)
@@ -145,11 +173,17 @@ _DRIVER = textwrap.dedent(
     x = torch.nn.functional.normalize(torch.randn(120, 3, generator=g), dim=1)
     kw = dict(space="sphere", batch_size=16, hidden=16, depth=2, ema=0.5, eval_every=4,
               patience=None, progress=False)
+    try:  # arguments that differ between processes are refused on every process
+        fit(x, steps=8, out=out / "bad", **{**kw, "batch_size": 16 + rank})
+        refused = False
+    except ValueError as exc:
+        refused = "different arguments on different processes" in str(exc)
     straight = fit(x, steps=8, out=out / "straight", **kw)
     # interrupt every process at its second checkpoint, before anything is written
     real_gather, calls = dist.all_gather_object, []
     def interrupting_gather(*a, **k):
-        calls.append(1)
+        if isinstance(a[1], torch.Tensor):  # the generator states gathered by a checkpoint
+            calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real_gather(*a, **k)
@@ -175,6 +209,7 @@ _DRIVER = textwrap.dedent(
         "history_equal": straight.history == resumed.history,
         "world_size": straight.config["world_size"],
         "steps_before": steps_before,
+        "refused": refused,
         "initialised_after": dist.is_initialized(),
     }
     (out / f"rank{rank}.json").write_text(json.dumps(report))
@@ -199,6 +234,7 @@ def test_fit_under_torchrun_in_the_callers_process_group(tmp_path):
     assert r0["world_size"] == r1["world_size"] == 2
     assert r0["ranks_equal"] and r1["ranks_equal"]  # DDP keeps the replicas identical
     assert r0["saves"] > 0 and r1["saves"] == 0  # checkpoints are written once, by rank 0
+    assert r0["refused"] and r1["refused"]
     assert r0["steps_before"] == 4  # interrupted after its first checkpoint
     assert r0["resume_equal"] and r0["history_equal"]  # resumed == uninterrupted
     assert r0["initialised_after"]  # a group fit did not create is left to its owner
