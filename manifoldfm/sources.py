@@ -1397,8 +1397,9 @@ def _igso3_half_angle_rows(
     ``sigma``. The angle's CDF is reproduced to within 2e-7 with a float64 table (1e-6 in
     float32; measured against exact quantiles, for ``sigma`` off the rows and ``u`` down to
     ``2^-53`` from either end); ``sigma = 0`` gives the angle 0 and ``sigma >= 6.4`` the
-    Haar law. Entries above ``sigma_max`` (a Python bound that sizes the table) are treated
-    as ``sigma_max``. Differentiable in ``sigma`` (the quantile's slope at fixed ``u``).
+    Haar law. ``sigma_max`` (a Python bound) sizes the table: it covers ``[0, sigma_max]``
+    rounded up to the table's block of sigma rows, and entries beyond the covered range are
+    treated as its upper end (give a bound no smaller than the largest ``sigma``). Differentiable in ``sigma`` (the quantile's slope at fixed ``u``).
     """
     intervals = _igso3_row_intervals(sigma_max)
     table = _igso3_row_table(intervals, u.device, dtype)
