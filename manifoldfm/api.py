@@ -1214,6 +1214,7 @@ def evaluate(
     seed: int = 0,
     device: str | torch.device = "cpu",
     read_kwargs: Mapping[str, Any] | None = None,
+    plot: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Compare the model of a run folder with (held-out) data points.
 
@@ -1226,7 +1227,8 @@ def evaluate(
     ``functions``. For ``functions`` the samples are generated on the data's grid (which may
     differ from the training grid) and compared by
     :func:`manifoldfm.metrics.functional_statistics` (``mean_mse``, ``variance_mse``,
-    ``autocovariance_mse``, ``density_mse``).
+    ``autocovariance_mse``, ``density_mse``). With ``plot``, a PNG of the samples over the data
+    in the space's plot (:func:`manifoldfm.cli.plot_points`) is written there.
 
     Returns:
         A dict with ``space``, ``n_data``, ``n_samples`` and the metrics (floats).
@@ -1268,8 +1270,15 @@ def evaluate(
         gen_pts = fm.sample(m, steps=steps, generator=g, grid_size=width).to(torch.float64).cpu()
         result["grid_size"] = width
         result.update(functional_statistics(gen_pts, points).as_dict())
+    else:
+        gen_pts = fm.sample(m, steps=steps, generator=g).to(torch.float64).cpu()
+    if plot is not None:
+        from .cli import plot_points
+
+        title = f"{fm.space}: {m} samples (colour) over {points.shape[0]} data points (grey)"
+        plot_points(Path(plot), gen_pts, fm.space, title=title, reference=points)
+    if fm.space == "functions":
         return result
-    gen_pts = fm.sample(m, steps=steps, generator=g).to(torch.float64).cpu()
     if fm.space == "euclidean":
         result["w2"] = float(wasserstein(gen_pts, points))
         result["mmd"] = float(mmd(gen_pts, points))

@@ -147,7 +147,9 @@ def _add_fit_parsers(sub: Any) -> None:
     ev = sub.add_parser("evaluate", help="compare a trained model with data")
     ev.add_argument("run", type=Path, help="run folder written by fit")
     ev.add_argument("data", type=Path, help="data file (held-out points)")
-    ev.add_argument("--out", type=Path, default=None, help="JSON file of the metrics")
+    ev.add_argument(
+        "--out", type=Path, default=None, help="JSON file of the metrics (and FILE.png, a plot)"
+    )
     ev.add_argument("--max-points", type=int, default=2000, help="data points used (2000)")
     ev.add_argument("--steps", type=int, default=100, help="ODE steps of sampling (100)")
     ev.add_argument("--nll-steps", type=int, default=50, help="ODE steps of the NLL (50)")
@@ -204,20 +206,29 @@ def write_points(file: Path, points: torch.Tensor, space: str) -> None:
     np.savetxt(file, table.numpy(), delimiter=",", header=",".join(names), comments="", fmt="%.10g")
 
 
-def plot_points(file: Path, points: torch.Tensor, space: str, *, title: str = "") -> None:
+def plot_points(
+    file: Path,
+    points: torch.Tensor,
+    space: str,
+    *,
+    title: str = "",
+    reference: torch.Tensor | None = None,
+) -> None:
     """A plot suited to the space: a scatter of the first two coordinates (euclidean), an
     equal-area Mollweide map (S^2), the square of the first two angles (tori), or the
     histogram of rotation angles against the uniform (Haar) density ``(1 - cos a) / pi``
-    (so3, se3), or up to 20 curves over ``[0, 1]`` with the pointwise mean and a band of two
-    standard deviations (functions).
+    (so3, se3), or up to 20 curves over the grid ``i / n`` with the pointwise mean and a band
+    of two standard deviations (functions). With ``reference`` (e.g. held-out data), it is
+    drawn in grey under the points (``manifoldfm evaluate`` plots data against samples).
 
     Example:
         >>> import tempfile, torch
         >>> from pathlib import Path
         >>> from manifoldfm.cli import plot_points
         >>> with tempfile.TemporaryDirectory() as d:
-        ...     plot_points(Path(d) / "p.png", torch.randn(50, 2), "euclidean")
-        ...     (Path(d) / "p.png").stat().st_size > 0
+        ...     f = Path(d) / "p.png"
+        ...     plot_points(f, torch.randn(50, 2), "euclidean", reference=torch.randn(40, 2))
+        ...     f.stat().st_size > 0
         True
     """
     import matplotlib
@@ -227,53 +238,76 @@ def plot_points(file: Path, points: torch.Tensor, space: str, *, title: str = ""
 
     import matplotlib.pyplot as plt
 
-    x = points.detach().cpu().double()
+    sets = [(points.detach().cpu().double(), "samples", "C1")]
+    if reference is not None:
+        sets.insert(0, (reference.detach().cpu().double(), "data", "0.55"))
+    x = sets[-1][0]
     if space == "sphere" and x.shape[1] == 3:
         fig = plt.figure(figsize=(8, 4.5))
         ax = fig.add_subplot(111, projection="mollweide")
-        lat = torch.asin(x[:, 2].clamp(-1, 1))
-        lon = torch.atan2(x[:, 1], x[:, 0])
-        ax.scatter(lon.numpy(), lat.numpy(), s=2, alpha=0.5)
+        for y, name, color in sets:
+            lat = torch.asin(y[:, 2].clamp(-1, 1))
+            lon = torch.atan2(y[:, 1], y[:, 0])
+            ax.scatter(lon.numpy(), lat.numpy(), s=2, alpha=0.5, color=color, label=name)
         ax.grid(True)
     elif space in ("so3", "se3"):
         from .manifolds.so3 import rotation_angle
 
         fig, ax = plt.subplots(figsize=(6, 4))
-        ang = rotation_angle(x[:, :3, :3]).numpy()
-        ax.hist(ang, bins=50, range=(0, math.pi), density=True, alpha=0.7, label="samples")
+        for y, name, color in sets:
+            ang = rotation_angle(y[:, :3, :3]).numpy()
+            ax.hist(
+                ang, bins=50, range=(0, math.pi), density=True, alpha=0.5, color=color, label=name
+            )
         a = torch.linspace(0, math.pi, 200)
         ax.plot(a.numpy(), ((1 - torch.cos(a)) / math.pi).numpy(), "k--", label="uniform (Haar)")
         ax.set_xlabel("rotation angle (rad)")
-        ax.legend()
     elif space == "functions":
         fig, ax = plt.subplots(figsize=(7, 4))
-        s = (torch.arange(x.shape[1]) / x.shape[1]).numpy()  # the periodic grid i / n
-        for row in x[:20]:
-            ax.plot(s, row.numpy(), lw=0.8, alpha=0.6)
-        m, sd = x.mean(0).numpy(), x.std(0).numpy() if x.shape[0] > 1 else 0 * x[0].numpy()
-        ax.plot(s, m, "k", lw=2, label="pointwise mean")
-        ax.fill_between(s, m - 2 * sd, m + 2 * sd, color="k", alpha=0.12, label="mean +- 2 std")
+        for y, name, color in sets:
+            s = (torch.arange(y.shape[1]) / y.shape[1]).numpy()  # the periodic grid i / n
+            for row in y[:20]:
+                ax.plot(s, row.numpy(), lw=0.7, alpha=0.5, color=color)
+            m = y.mean(0).numpy()
+            sd = y.std(0).numpy() if y.shape[0] > 1 else 0 * m
+            ax.plot(s, m, color=color, lw=2.5, label=f"{name}: mean +- 2 std")
+            ax.fill_between(s, m - 2 * sd, m + 2 * sd, color=color, alpha=0.12)
         ax.set_xlabel("s")
-        ax.legend()
     elif space == "torus":
         fig, ax = plt.subplots(figsize=(5, 5))
-        if x.shape[1] >= 2:
-            ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.5)
-            ax.set_xlim(0, 2 * math.pi)
-            ax.set_ylim(0, 2 * math.pi)
-            ax.set_aspect("equal")
-            ax.set_xlabel("angle 0 (rad)")
-            ax.set_ylabel("angle 1 (rad)")
-        else:
-            ax.hist(x[:, 0].numpy(), bins=50, range=(0, 2 * math.pi), density=True)
-            ax.set_xlabel("angle (rad)")
+        for y, name, color in sets:
+            if y.shape[1] >= 2:
+                ax.scatter(
+                    y[:, 0].numpy(), y[:, 1].numpy(), s=2, alpha=0.5, color=color, label=name
+                )
+                ax.set_xlim(0, 2 * math.pi)
+                ax.set_ylim(0, 2 * math.pi)
+                ax.set_aspect("equal")
+                ax.set_xlabel("angle 0 (rad)")
+                ax.set_ylabel("angle 1 (rad)")
+            else:
+                ax.hist(
+                    y[:, 0].numpy(),
+                    bins=50,
+                    range=(0, 2 * math.pi),
+                    density=True,
+                    alpha=0.5,
+                    color=color,
+                    label=name,
+                )
+                ax.set_xlabel("angle (rad)")
     else:
         fig, ax = plt.subplots(figsize=(5, 5))
-        if x.shape[1] >= 2:
-            ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.5)
-            ax.set_aspect("equal")
-        else:
-            ax.hist(x[:, 0].numpy(), bins=50, density=True)
+        for y, name, color in sets:
+            if y.shape[1] >= 2:
+                ax.scatter(
+                    y[:, 0].numpy(), y[:, 1].numpy(), s=2, alpha=0.5, color=color, label=name
+                )
+                ax.set_aspect("equal")
+            else:
+                ax.hist(y[:, 0].numpy(), bins=50, density=True, alpha=0.5, color=color, label=name)
+    if reference is not None or space in ("so3", "se3", "functions"):
+        ax.legend(loc="best", fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -498,11 +532,26 @@ def _run_api(args: argparse.Namespace) -> int:
         g = torch.Generator(device=torch.device(args.device)).manual_seed(args.seed)
         if args.n < 1:
             raise ValueError(f"-n must be >= 1, got {args.n}")
+        start = time.perf_counter()
         x = fm.sample(
             args.n, steps=args.steps, method=args.method, generator=g, grid_size=args.grid_size
         )
+        seconds = time.perf_counter() - start
         write_points(args.out, x, fm.space)
-        msg = f"wrote {args.n} samples to {args.out}"
+        info = {
+            "run": str(args.run),
+            "space": fm.space,
+            "n": args.n,
+            "steps": args.steps,
+            "method": args.method,
+            "seed": args.seed,
+            "grid_size": args.grid_size,
+            "device": str(args.device),
+            "seconds": round(seconds, 3),
+            "version": fm.config.get("version"),
+        }
+        args.out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+        msg = f"wrote {args.n} samples to {args.out}, {args.out.with_suffix('.json')}"
         if not args.no_plot:
             png = args.out.with_suffix(".png")
             plot_points(png, x, fm.space, title=f"{args.n} samples ({fm.space})")
@@ -518,13 +567,14 @@ def _run_api(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         read_kwargs=_read_kwargs(args),
+        plot=args.out.with_suffix(".png") if args.out is not None else None,
     )
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
-        print(f"wrote {args.out}")
+        print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 
 

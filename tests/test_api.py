@@ -253,6 +253,8 @@ def test_cli_fit_sample_evaluate(tmp_path, capsys):
         out = tmp_path / name
         assert main(["sample", str(run), "-n", "30", "--out", str(out), "--steps", "3"]) == 0
         assert out.with_suffix(".png").stat().st_size > 0
+        info = json.loads(out.with_suffix(".json").read_text())
+        assert info["n"] == 30 and info["space"] == "sphere" and info["steps"] == 3
         cols = [0, 1, 2] if name.endswith(".npy") else None
         pts = read_points(out, space="sphere", columns=cols).points
         assert pts.shape == (30, 3)
@@ -276,6 +278,7 @@ def test_cli_fit_sample_evaluate(tmp_path, capsys):
     )
     m = json.loads(metrics.read_text())
     assert m["n_data"] == 80 and math.isfinite(m["nll"]) and math.isfinite(m["w2_geodesic"])
+    assert metrics.with_suffix(".png").stat().st_size > 1000  # samples over the data
     with pytest.raises(SystemExit):
         main(["fit", str(csv), "--space", "plane", "--out", str(run)])
     with pytest.raises(SystemExit):
@@ -296,3 +299,5 @@ def test_cli_csv_round_trip(space, tmp_path):
     np.save(tmp_path / "p.npy", x.numpy())
     plot_points(tmp_path / "p.png", x, space)
     assert (tmp_path / "p.png").stat().st_size > 0
+    plot_points(tmp_path / "q.png", x, space, reference=x.flip(0), title="over data")
+    assert (tmp_path / "q.png").stat().st_size > 0
