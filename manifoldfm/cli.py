@@ -115,7 +115,10 @@ def _add_fit_parsers(sub: Any) -> None:
     fit.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction (0.1)")
     fit.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
     fit.add_argument(
-        "--patience", type=int, default=10, help="evaluations without improvement (0: never stop)"
+        "--patience",
+        type=int,
+        default=0,
+        help="evaluations without improvement before stopping (default 0: never stop early)",
     )
     fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     fit.add_argument("--device", default="cpu", help="training device (default: cpu)")
