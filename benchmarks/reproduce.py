@@ -45,7 +45,7 @@ from manifoldfm.data import (
     read_torsions_csv,
     sample_toy,
 )
-from manifoldfm.metrics import functional_statistics
+from manifoldfm.metrics import functional_statistics, wasserstein
 
 RAMA_CLASSES = ("General", "Glycine", "Proline", "Pre-Pro")
 ROWS = ("volcano", "flood", *(f"rama-{c}" for c in RAMA_CLASSES), "ile4", "aemet", "genes", "moons")
@@ -133,9 +133,15 @@ def run_seed(row: str, space: str, x: torch.Tensor, seed: int, args: argparse.Na
         if functions:
             gen = fm.sample(args.n_gen, steps=args.ode_steps, generator=g).double()
             out.update(functional_statistics(gen, x).as_dict())
+            # floor: the statistics between two random halves of the data
+            half = torch.randperm(x.shape[0], generator=g)
+            a, b = x[half[: x.shape[0] // 2]], x[half[x.shape[0] // 2 :]]
+            floor = functional_statistics(a, b).as_dict()
+            out.update({f"floor_{k}": v for k, v in floor.items() if v is not None})
         elif space == "euclidean":
             m = evaluate(run, test[:2000], steps=args.ode_steps, nll_steps=args.nll_steps)
             out.update(w2=m["w2"], mmd=m["mmd"], nll=m["nll"])
+            out["floor_w2"] = float(wasserstein(train[:2000], test[:2000]))
         else:
             lp = fm.log_prob(test, steps=args.nll_steps)
             out["test_nll"] = -float(lp.mean())
