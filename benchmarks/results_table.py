@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(nll_rows) + "\n")
     if fn_rows:
         print(
-            "| data | curves | mean MSE | variance MSE | autocovariance MSE | density MSE | compute |"
+            "| data | curves | mean MSE (ours / floor) | variance MSE (ours / floor) "
+            "| autocovariance MSE (ours / floor) | density MSE (ours / floor) | compute |"
         )
         print("|---|---|---|---|---|---|---|")
         print("\n".join(fn_rows) + "\n")
