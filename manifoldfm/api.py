@@ -233,31 +233,29 @@ def _normalisation(x: Tensor, space: str) -> dict[str, list[float]]:
     return {}
 
 
-def _standardise(x: Tensor, space: str, norm: Mapping[str, list[float]]) -> Tensor:
+def _affine(x: Tensor, space: str, norm: Mapping[str, list[float]], *, inverse: bool) -> Tensor:
+    """``(x - mean) / std`` (or its inverse) on the coordinates the normalisation covers."""
     if not norm:
         return x
     mean = torch.tensor(norm["mean"], dtype=x.dtype, device=x.device)
     std = torch.tensor(norm["std"], dtype=x.dtype, device=x.device)
     if space in ("euclidean", "functions"):
-        return (x - mean) / std
-    out = x.clone()
-    out[:, :3, 3] = (x[:, :3, 3] - mean) / std
+        return x * std + mean if inverse else (x - mean) / std
+    out = x.clone()  # se3: the translation block only
+    t = x[:, :3, 3]
+    out[:, :3, 3] = t * std + mean if inverse else (t - mean) / std
     return out
+
+
+def _standardise(x: Tensor, space: str, norm: Mapping[str, list[float]]) -> Tensor:
+    return _affine(x, space, norm, inverse=False)
 
 
 def _unstandardise(x: Tensor, space: str, norm: Mapping[str, list[float]]) -> Tensor:
-    if not norm:
-        return x
-    mean = torch.tensor(norm["mean"], dtype=x.dtype, device=x.device)
-    std = torch.tensor(norm["std"], dtype=x.dtype, device=x.device)
-    if space in ("euclidean", "functions"):
-        return x * std + mean
-    out = x.clone()
-    out[:, :3, 3] = x[:, :3, 3] * std + mean
-    return out
+    return _affine(x, space, norm, inverse=True)
 
 
-def _default_size(n: int, features: int, space: str = "euclidean") -> tuple[int, int]:
+def _default_size(n: int, space: str = "euclidean") -> tuple[int, int]:
     if space == "functions":  # FNO width and number of Fourier layers
         return (32 if n < 2000 else 64), (3 if n < 20000 else 4)
     return (256 if n < 20000 else 512), 4
@@ -767,10 +765,33 @@ def fit(
 
     points = _as_points(data, space, read_kwargs).to(torch.float64)
     dim = _check_points(points, space)
-    n = int(points.shape[0])
     dist_info, dev = _distributed(torch.device(device))
     try:
-        return _fit_run(locals())
+        return _fit_run(
+            points,
+            dim,
+            space=space,
+            out_dir=out_dir,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            hidden=hidden,
+            depth=depth,
+            ema=ema,
+            coupling=coupling,
+            val_fraction=val_fraction,
+            eval_every=eval_every,
+            patience=patience,
+            val_nll_every=val_nll_every,
+            length_scale=length_scale,
+            seed=seed,
+            dtype=dtype,
+            progress=progress,
+            resume=resume,
+            overwrite=overwrite,
+            dist_info=dist_info,
+            dev=dev,
+        )
     except BaseException:
         if dist_info.created:  # a group fit started is not left behind by an error
             import torch.distributed as dist
@@ -779,43 +800,48 @@ def fit(
         raise
 
 
-def _fit_run(args: dict[str, Any]) -> FitResult:
-    """The body of :func:`fit` once the inputs are read and the process group is joined."""
+def _fit_run(
+    points: Tensor,
+    dim: int,
+    *,
+    space: str,
+    out_dir: Path | None,
+    steps: int | None,
+    batch_size: int,
+    lr: float,
+    hidden: int | None,
+    depth: int | None,
+    ema: float,
+    coupling: str,
+    val_fraction: float,
+    eval_every: int | None,
+    patience: int | None,
+    val_nll_every: int | None,
+    length_scale: float | None,
+    seed: int,
+    dtype: torch.dtype,
+    progress: bool,
+    resume: bool,
+    overwrite: bool,
+    dist_info: _Dist,
+    dev: torch.device,
+) -> FitResult:
+    """The body of :func:`fit` once its arguments are checked, the data read and the process
+    group joined (validated float64 ``points`` of dimension ``dim``)."""
     from tqdm.auto import tqdm
 
     from .couplings import ExactOT
     from .losses import cfm_loss, quadrature_weights
     from .paths import AffinePath, CondOT, GeodesicPath
 
-    space: str = args["space"]
-    out_dir: Path | None = args["out_dir"]
-    points: Tensor = args["points"]
-    dim: int = args["dim"]
-    n: int = args["n"]
-    dist_info: _Dist = args["dist_info"]
-    dev: torch.device = args["dev"]
-    steps, batch_size, lr, hidden, depth = (
-        args["steps"],
-        args["batch_size"],
-        args["lr"],
-        args["hidden"],
-        args["depth"],
-    )
-    ema, coupling, val_fraction = args["ema"], args["coupling"], args["val_fraction"]
-    eval_every, patience, val_nll_every = (
-        args["eval_every"],
-        args["patience"],
-        args["val_nll_every"],
-    )
-    length_scale, seed, dtype = args["length_scale"], args["seed"], args["dtype"]
-    progress, resume = args["progress"], args["resume"]
+    n = int(points.shape[0])
     rank0 = dist_info.rank == 0
     cdev = _collective_device(dist_info, dev)
     dist_info.check_same(
         (
             out_dir is not None,
             resume,
-            args["overwrite"],
+            overwrite,
             steps,
             batch_size,
             seed,
@@ -831,13 +857,7 @@ def _fit_run(args: dict[str, Any]) -> FitResult:
     val64 = points[val_idx] if n_val else train64
 
     manifold = _manifold(space, dim)
-    if space == "functions":
-        features = dim
-    else:
-        from .nn import ManifoldFeatures
-
-        features = ManifoldFeatures(manifold).out_features
-    d_hidden, d_depth = _default_size(train64.shape[0], features, space)
+    d_hidden, d_depth = _default_size(train64.shape[0], space)
 
     ckpt: dict[str, Any] | None = None
     if resume:

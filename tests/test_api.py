@@ -197,8 +197,8 @@ def test_default_size_and_steps():
     assert _default_steps(100_000, 256) == 100 * 391
     assert _default_steps(86, 16, "functions") == 5000
     assert _default_steps(10**6, 16, "functions") == 20000
-    assert _default_size(50_000, 3) == (512, 4) and _default_size(100, 64) == (256, 4)
-    assert _default_size(100, 365, "functions") == (32, 3)
+    assert _default_size(50_000) == (512, 4) and _default_size(100) == (256, 4)
+    assert _default_size(100, "functions") == (32, 3)
 
 
 def test_bad_arguments(tmp_path):
