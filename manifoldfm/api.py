@@ -1113,6 +1113,9 @@ def _fit_run(
     if out_dir is not None:
         final = json.dumps(config, indent=2) + "\n"
         dist_info.on_rank0(lambda: (out_dir / "config.json").write_text(final) and None, cdev)
+    # release the DistributedDataParallel wrapper (its reducer holds the process group)
+    # while the group is alive: destroyed after the group, its destructor can hang
+    del train_model
     dist_info.barrier()  # the run folder is complete before any process returns
     if dist_info.created:
         import torch.distributed as dist
