@@ -16,7 +16,7 @@ folder), per seed, and measures what the literature reports:
   (10 000 training points), W2 between 2 000 generated and 2 000 held-out points.
 
 ``--steps``, ``--hidden``, ``--depth``, ``--batch-size``, ``--lr``, ``--coupling``,
-``--patience`` override ``fit``'s defaults (``None``: the defaults, i.e. "no hand tuning").
+``--patience``, ``--select`` override ``fit``'s defaults (``None``: the defaults, i.e. "no hand tuning").
 
 Example::
 
@@ -80,6 +80,10 @@ def load_row(row: str, data_dir: Path) -> tuple[str, torch.Tensor]:
     raise ValueError(f"unknown row {row!r}; choose from {ROWS}")
 
 
+#: fit arguments the command line may override (None: fit's defaults)
+OVERRIDES = ("steps", "hidden", "depth", "batch_size", "lr", "patience", "length_scale", "select")
+
+
 def split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of train+validation (90 %) and test (10 %) from ``seed``."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(1000 + seed))
@@ -88,11 +92,7 @@ def split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run_seed(row: str, space: str, x: torch.Tensor, seed: int, args: argparse.Namespace) -> dict:
-    overrides = {
-        k: getattr(args, k)
-        for k in ("steps", "hidden", "depth", "batch_size", "lr", "patience", "length_scale")
-        if getattr(args, k) is not None
-    }
+    overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
     if overrides.get("patience") == 0:
         overrides["patience"] = None
     functions = space == "functions"
@@ -125,6 +125,7 @@ def run_seed(row: str, space: str, x: torch.Tensor, seed: int, args: argparse.Na
             "depth": res.config["depth"],
             "steps_done": res.config["steps_done"],
             "best_step": res.best_step,
+            "select": res.config["select"],
             "stopped_early": res.stopped_early,
             "fit_seconds": round(fit_s, 1),
         }
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--patience", type=int, default=None, help="0: never stop early")
     p.add_argument("--length-scale", type=float, default=None)
+    p.add_argument("--select", choices=("loss", "nll", "last"), default=None)
     p.add_argument("--coupling", choices=("independent", "ot"), default="independent")
     p.add_argument("--nll-steps", type=int, default=100, help="RK4 steps of the test NLL")
     p.add_argument("--ode-steps", type=int, default=100, help="RK4 steps of sampling")
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 "lr",
                 "patience",
                 "length_scale",
+                "select",
                 "coupling",
                 "nll_steps",
                 "ode_steps",
@@ -220,9 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             + "".join(
                 f" --{k.replace('_', '-')} {v}"
                 for k, v in settings.items()
-                if v is not None
-                and k
-                in ("steps", "hidden", "depth", "batch_size", "lr", "patience", "length_scale")
+                if v is not None and k in OVERRIDES
             )
             + (" --coupling ot" if args.coupling == "ot" else "")
             + f" --tag {args.tag}",

@@ -47,9 +47,14 @@ pairs), so successive values are comparable. The EMA weights with the lowest val
 (the best checkpoint); with ``patience=k`` training stops when ``k`` evaluations in a row
 bring no improvement. Early stopping is off by default: on the volcano data with 20000 steps,
 ``patience=10`` stopped one seed of five at 8800 steps (test NLL -0.54 nats) where the full
-run reached -1.49, and on the flood data it stopped runs at 7600-10000 steps. With ``val_nll_every=k`` on compact spaces, the validation negative
-log-likelihood of up to 256 validation points (RK4, 20 steps, exact divergence) is also
-recorded at every ``k``-th evaluation (reported only; selection uses the loss).
+run reached -1.49, and on the flood data it stopped runs at 7600-10000 steps. With
+``val_nll_every=k`` (every space but ``functions``), the validation negative log-likelihood of
+up to 1024 validation points (RK4, 20 steps, exact divergence) is also recorded at every
+``k``-th evaluation. ``select`` says which weights are kept: ``"loss"`` (the default) the EMA
+weights of the lowest validation loss; ``"nll"`` those of the lowest validation NLL (the
+Riemannian Flow Matching protocol; the NLL is then measured at every evaluation unless
+``val_nll_every`` says otherwise, and ``patience`` counts NLL evaluations); ``"last"`` the
+final EMA weights (no selection; ``patience`` does not apply).
 
 **Run folders.** A folder that already holds a checkpoint is never replaced silently:
 ``resume=True`` continues it, ``overwrite=True`` starts afresh in it, anything else is a
@@ -88,6 +93,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._utils import checks
+
 __all__ = [
     "SPACES",
     "FitResult",
@@ -101,9 +108,10 @@ __all__ = [
 SPACES = ("euclidean", "sphere", "torus", "so3", "se3", "functions")
 """The spaces :func:`fit` trains on."""
 _COUPLINGS = ("independent", "ot")
-_COMPACT = ("sphere", "torus", "so3")
 _FORMAT = 1
 _VAL_PAIRS = 2048
+_VAL_NLL_POINTS = 1024
+_SELECT = ("loss", "nll", "last")
 _SIGMA_MIN_FUNCTIONS = 1e-4
 _LENGTH_SCALE = 0.05
 
@@ -331,8 +339,9 @@ class FitResult:
         config: the run's configuration (the content of ``config.json``).
         history: ``(step, train_loss, val_loss)`` per evaluation; ``train_loss`` is the mean
             training loss since the previous evaluation.
-        best_step: the step of the best validation loss.
-        best_val: the best validation loss.
+        best_step: the step of the kept weights (see ``config["select"]``).
+        best_val: the selection metric there: the validation loss (``select="loss"``, or
+            ``"last"``: the last validation loss) or the validation NLL (``select="nll"``).
         stopped_early: whether early stopping ended training before ``steps``.
         out: the run folder, or ``None`` when nothing was written.
         val_nll: ``(step, val_nll)`` pairs when ``val_nll_every`` was set.
@@ -651,6 +660,7 @@ def fit(
     eval_every: int | None = None,
     patience: int | None = None,
     val_nll_every: int | None = None,
+    select: str | None = None,
     length_scale: float | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -686,8 +696,11 @@ def fit(
         patience: evaluations without improvement before stopping; ``None`` (the default)
             never stops early: the validation flow-matching loss falls slowly and noisily, and
             stopping on it cut likelihood-oriented runs short (see the module docstring).
-        val_nll_every: on compact spaces, record the validation NLL every this many
-            evaluations (``None``: never).
+        val_nll_every: record the validation NLL every this many evaluations (``None``:
+            never, or every evaluation with ``select="nll"``); not for ``functions``.
+        select: which EMA weights the run keeps: ``"loss"`` (lowest validation loss),
+            ``"nll"`` (lowest validation NLL; not for ``functions``) or ``"last"``
+            (``None``: ``"loss"``, or the checkpoint's choice when resuming).
         length_scale: ``functions`` only: the length scale of the Matern-5/2 noise on
             ``[0, 1]`` (``None``: 0.05).
         seed: seed of the split, the initialisation and every random draw.
@@ -732,6 +745,17 @@ def fit(
         _check_positive_int(patience, "patience")
     if val_nll_every is not None:
         _check_positive_int(val_nll_every, "val_nll_every")
+        if space == "functions":
+            raise ValueError(
+                "val_nll_every: functions have no likelihood (see FittedModel.log_prob)"
+            )
+    if select is not None:
+        if select not in _SELECT:
+            raise ValueError(f"unknown select {select!r}; choose one of {', '.join(_SELECT)}")
+        if select == "nll" and space == "functions":
+            raise ValueError('select="nll": functions have no likelihood; use "loss" or "last"')
+        if select == "last" and patience is not None:
+            raise ValueError('patience needs a selection metric; select="last" has none')
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if not (0.0 <= ema < 1.0):
@@ -783,6 +807,7 @@ def fit(
             eval_every=eval_every,
             patience=patience,
             val_nll_every=val_nll_every,
+            select=select,
             length_scale=length_scale,
             seed=seed,
             dtype=dtype,
@@ -817,6 +842,7 @@ def _fit_run(
     eval_every: int | None,
     patience: int | None,
     val_nll_every: int | None,
+    select: str | None,
     length_scale: float | None,
     seed: int,
     dtype: torch.dtype,
@@ -846,6 +872,9 @@ def _fit_run(
             batch_size,
             seed,
             tuple(points.shape),
+            select,
+            val_nll_every,
+            patience,
         )
     )
 
@@ -872,7 +901,12 @@ def _fit_run(
                 f"{config['space']} (dim {config['dim']}); got {n} points on {space} (dim {dim})"
             )
         ckpt = torch.load(model_file, map_location=dev, weights_only=True)
-        given = {"length_scale": length_scale, "hidden": hidden, "depth": depth}
+        given = {
+            "length_scale": length_scale,
+            "hidden": hidden,
+            "depth": depth,
+            "select": select,
+        }
         for key, value in given.items():
             if value is not None and config.get(key) is not None and value != config[key]:
                 raise ValueError(
@@ -883,6 +917,9 @@ def _fit_run(
         norm = config["normalisation"]
         seed = int(config["seed"])
         length_scale = config.get("length_scale")
+        select = str(config.get("select", "loss"))
+        if val_nll_every is None:
+            val_nll_every = config.get("val_nll_every")
         # the optimiser, schedule and EMA continue from the checkpoint's settings
         lr, ema = float(config["lr"]), float(config["ema"])
         coupling, batch_size = str(config["coupling"]), int(config["batch_size"])
@@ -898,6 +935,11 @@ def _fit_run(
         total = steps if steps is not None else _default_steps(train64.shape[0], batch_size, space)
         if space == "functions" and length_scale is None:
             length_scale = _LENGTH_SCALE
+        select = select or "loss"
+        if select == "nll" and val_nll_every is None:
+            val_nll_every = 1
+    if select == "last" and patience is not None:
+        raise ValueError('patience needs a selection metric; select="last" has none')
     if eval_every is None:
         eval_every = max(10, total // 50)
 
@@ -922,6 +964,8 @@ def _fit_run(
         "steps": total,
         "eval_every": eval_every,
         "patience": patience,
+        "select": select,
+        "val_nll_every": val_nll_every,
         "seed": seed,
         "dtype": str(dtype).removeprefix("torch."),
         "steps_done": 0,
@@ -1045,6 +1089,15 @@ def _fit_run(
         )
         return float(cfm_loss(pred, v_sample, manifold=loss_manifold, weights=weights))
 
+    def val_nll() -> float:
+        # a flow that has diverged (points thrown to infinity) has no finite likelihood: +inf,
+        # which selection and patience treat as no improvement, instead of a failed run
+        ema_model.eval()
+        fm = _fitted(ema_model, config)
+        with checks(values=False, manifold=False):
+            value = -float(fm.log_prob(val64[:_VAL_NLL_POINTS], steps=20).mean())
+        return value if math.isfinite(value) else math.inf
+
     step = start_step
     stopped = False
     running: Tensor | float = 0.0  # summed on the device: no host sync per step
@@ -1084,19 +1137,17 @@ def _fit_run(
             v = dist_info.on_rank0(val_loss, cdev)
             history.append((step, train_mean, v))
             running, count = 0.0, 0
-            if v < best_val:
-                best_val, best_step, bad_evals = v, step, 0
-                best_model.load_state_dict(ema_model.state_dict())
-            else:
-                bad_evals += 1
-            if (
-                val_nll_every is not None
-                and space in _COMPACT
-                and len(history) % val_nll_every == 0
-            ):
-                fm = _fitted(ema_model, config)
-                nll = -float(fm.log_prob(val64[:256], steps=20).mean())
+            metric: float | None = v if select != "nll" else None
+            if val_nll_every is not None and len(history) % val_nll_every == 0:
+                nll = dist_info.on_rank0(val_nll, cdev)
                 nll_history.append((step, nll))
+                if select == "nll":
+                    metric = nll
+            if metric is not None and (select == "last" or metric < best_val):
+                best_val, best_step, bad_evals = metric, step, 0
+                best_model.load_state_dict(ema_model.state_dict())
+            elif metric is not None:
+                bad_evals += 1
             bar.set_postfix(loss=f"{history[-1][1]:.3f}", val=f"{v:.3f}", refresh=False)
             train_seconds += time.perf_counter() - t_start
             t_start = time.perf_counter()

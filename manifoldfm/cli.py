@@ -29,6 +29,7 @@ import torch
 __all__ = ["main", "plot_points", "write_points"]
 
 _COUPLINGS = ("ot", "independent")
+_METRIC = {"loss": "loss", "nll": "NLL"}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -119,6 +120,18 @@ def _add_fit_parsers(sub: Any) -> None:
         type=int,
         default=0,
         help="evaluations without improvement before stopping (default 0: never stop early)",
+    )
+    fit.add_argument(
+        "--select",
+        choices=("loss", "nll", "last"),
+        default=None,
+        help="weights kept: lowest validation loss (default), lowest validation NLL, or last",
+    )
+    fit.add_argument(
+        "--val-nll-every",
+        type=int,
+        default=None,
+        help="record the validation NLL every N evaluations (default: never; 1 with --select nll)",
     )
     fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     fit.add_argument("--device", default="cpu", help="training device (default: cpu)")
@@ -511,6 +524,8 @@ def _run_api(args: argparse.Namespace) -> int:
             val_fraction=args.val_fraction,
             eval_every=args.eval_every,
             patience=args.patience if args.patience > 0 else None,
+            val_nll_every=args.val_nll_every,
+            select=args.select,
             seed=args.seed,
             device=args.device,
             dtype=getattr(torch, args.dtype),
@@ -525,7 +540,12 @@ def _run_api(args: argparse.Namespace) -> int:
         c = res.config
         print(
             f"trained {c['steps_done']} steps on {c['n_train']} points ({args.space}); "
-            f"best validation loss {res.best_val:.4f} at step {res.best_step}"
+            + (
+                f"last weights, validation loss {res.best_val:.4f}"
+                if c["select"] == "last"
+                else f"best validation {_METRIC[c['select']]} {res.best_val:.4f} "
+                f"at step {res.best_step}"
+            )
             + (" (stopped early)" if res.stopped_early else "")
         )
         print(f"wrote {args.out / 'model.pt'} and {args.out / 'config.json'}")

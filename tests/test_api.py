@@ -179,12 +179,68 @@ def test_early_stopping():
     assert res.config["steps_done"] <= res.best_step + 2 * 2
 
 
-def test_val_nll_is_recorded_on_compact_spaces():
-    res = fit(
-        _data("sphere"), space="sphere", val_nll_every=2, **{**FAST, "steps": 8, "eval_every": 2}
-    )
+@pytest.mark.parametrize("space", ["sphere", "euclidean"])
+def test_val_nll_is_recorded(space):
+    res = fit(_data(space), space=space, val_nll_every=2, **{**FAST, "steps": 8, "eval_every": 2})
     assert [s for s, _ in res.val_nll] == [4, 8]
     assert all(math.isfinite(v) for _, v in res.val_nll)
+    assert res.config["select"] == "loss" and res.config["val_nll_every"] == 2
+
+
+@pytest.mark.parametrize("space", ["torus", "euclidean"])
+def test_select_nll_keeps_the_weights_of_the_lowest_validation_nll(space):
+    """select="nll" measures the NLL at every evaluation and keeps the argmin's EMA weights."""
+    x = _data(space, 64)
+    # val_fraction=0 validates on all the points, so the kept model's NLL can be recomputed
+    res = fit(
+        x,
+        space=space,
+        select="nll",
+        val_fraction=0.0,
+        lr=3e-2,
+        **FAST | {"steps": 30, "eval_every": 5},
+    )
+    steps = [s for s, _ in res.val_nll]
+    assert steps == [h[0] for h in res.history] == [5, 10, 15, 20, 25, 30]
+    best_step, best_nll = min(res.val_nll, key=lambda sv: sv[1])
+    assert (res.best_step, res.best_val) == (best_step, best_nll)
+    assert res.config["select"] == "nll" and res.config["best_step"] == best_step
+    again = -float(res.fitted.log_prob(x, steps=20).mean())
+    assert again == pytest.approx(best_nll, rel=1e-5, abs=1e-5)
+    # the loss-selected run of the same seed keeps the weights of its lowest validation loss
+    by_loss = fit(
+        x, space=space, val_fraction=0.0, lr=3e-2, **FAST | {"steps": 30, "eval_every": 5}
+    )
+    assert by_loss.best_val == min(h[2] for h in by_loss.history)
+
+
+def test_select_last_and_nll_patience(tmp_path):
+    x = _data("euclidean")
+    res = fit(x, space="euclidean", select="last", **FAST)
+    assert res.best_step == 12 and res.best_val == res.history[-1][2]
+    # patience counts NLL evaluations: a learning rate that wrecks the model stops the run
+    res = fit(
+        x,
+        space="euclidean",
+        select="nll",
+        val_nll_every=2,
+        patience=1,
+        steps=400,
+        batch_size=16,
+        eval_every=2,
+        lr=50.0,
+        ema=0.0,
+        progress=False,
+    )
+    assert res.stopped_early and res.config["steps_done"] < 400
+    assert res.config["steps_done"] == res.val_nll[-1][0]
+    # a resumed run keeps the checkpoint's selection, and refuses another one
+    run = tmp_path / "run"
+    fit(x, space="euclidean", out=run, select="nll", **FAST)
+    again = fit(x, space="euclidean", out=run, resume=True, **{**FAST, "steps": 18})
+    assert again.config["select"] == "nll" and len(again.val_nll) == 3
+    with pytest.raises(ValueError, match="select = 'loss' differs from the checkpoint's 'nll'"):
+        fit(x, space="euclidean", out=run, resume=True, select="loss", **FAST)
 
 
 def test_default_size_and_steps():
@@ -217,6 +273,14 @@ def test_bad_arguments(tmp_path):
         fit(x, space="euclidean", out=tmp_path / "none", resume=True)
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         load(tmp_path)
+    with pytest.raises(ValueError, match="unknown select 'best'"):
+        fit(x, space="euclidean", select="best")
+    with pytest.raises(ValueError, match="functions have no likelihood"):
+        fit(_data("functions"), space="functions", select="nll")
+    with pytest.raises(ValueError, match="functions have no likelihood"):
+        fit(_data("functions"), space="functions", val_nll_every=1)
+    with pytest.raises(ValueError, match="patience needs a selection metric"):
+        fit(x, space="euclidean", select="last", patience=3)
     run = tmp_path / "run"
     fit(x, space="euclidean", out=run, steps=2, batch_size=16, progress=False)
     with pytest.raises(ValueError, match="checkpoint"):
@@ -249,6 +313,10 @@ def test_cli_fit_sample_evaluate(tmp_path, capsys):
     ]
     assert main(argv) == 0
     assert "trained 8 steps" in capsys.readouterr().out
+    argv_nll = [*argv[:5], str(tmp_path / "run_nll"), *argv[6:], "--select", "nll"]
+    assert main(argv_nll) == 0
+    assert "best validation NLL" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run_nll" / "config.json").read_text())["select"] == "nll"
     for name in ("s.csv", "s.npy"):
         out = tmp_path / name
         assert main(["sample", str(run), "-n", "30", "--out", str(out), "--steps", "3"]) == 0
@@ -301,3 +369,13 @@ def test_cli_csv_round_trip(space, tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 0
     plot_points(tmp_path / "q.png", x, space, reference=x.flip(0), title="over data")
     assert (tmp_path / "q.png").stat().st_size > 0
+
+
+def test_fit_page_select_snippet_runs(capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs/pages/api/fit.md").read_text()
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "select=" in b)
+    exec(compile(snippet, "fit.md select snippet", "exec"), {})
+    assert capsys.readouterr().out.strip() == "True"
