@@ -328,7 +328,7 @@ def _version() -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FitResult:
     """What :func:`fit` returns.
 
@@ -379,7 +379,7 @@ class FitResult:
         return _fitted(self.model, self.config)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FittedModel:
     """A trained model with what it needs to sample in the data's representation.
 
@@ -513,7 +513,10 @@ def _fitted(model: nn.Module, config: dict[str, Any]) -> FittedModel:
     space = str(config["space"])
     manifold = _manifold(space, int(config["dim"]))
     return FittedModel(
-        model, config, manifold, _source(space, manifold, int(config["dim"]), config)
+        model=model,
+        config=config,
+        manifold=manifold,
+        source=_source(space, manifold, int(config["dim"]), config),
     )
 
 
@@ -1229,7 +1232,10 @@ def load(
     dt = dtype if dtype is not None else getattr(torch, config.get("dtype", "float32"))
     model = model.to(device=torch.device(device), dtype=dt).eval().requires_grad_(False)
     return FittedModel(
-        model, config, manifold, _source(space, manifold, int(config["dim"]), config)
+        model=model,
+        config=config,
+        manifold=manifold,
+        source=_source(space, manifold, int(config["dim"]), config),
     )
 
 

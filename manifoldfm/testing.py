@@ -1,4 +1,4 @@
-"""Public contract checkers for manifolds, schedulers and paths: run them in your own tests.
+"""Public contract checkers for manifolds, schedulers, paths and couplings: run them in your tests.
 
 Each checker raises ``AssertionError`` with a message naming the failed property, so it plugs
 into pytest directly. They are the same checks the library runs over its built-in objects.
@@ -13,11 +13,12 @@ import torch
 from torch import Tensor
 
 from ._utils import checks
+from .couplings.base import Cost, CouplingResult, pairwise_cost
 from .manifolds.base import Manifold
 from .paths.base import PathSample, ProbPath
 from .paths.schedulers import ScheduleOutput, Scheduler
 
-__all__ = ["check_manifold", "check_path", "check_scheduler"]
+__all__ = ["check_coupling", "check_manifold", "check_path", "check_scheduler"]
 
 
 def _close(a: Tensor, b: Tensor, what: str, atol: float, rtol: float) -> None:
@@ -412,3 +413,113 @@ def _check_manifold(
             raise AssertionError(
                 f"dist accepted a point of shape {tuple(bad.shape)}: no ValueError"
             )
+
+
+def check_coupling(
+    coupling: Any,
+    x0: Tensor,
+    x1: Tensor,
+    *,
+    seed: int = 0,
+    permutation: bool = False,
+    optimal: bool = False,
+    cost: Cost = None,
+) -> CouplingResult:
+    """Check a coupling's contract on given batches; returns the checked result.
+
+    * ``coupling(x0, x1, generator=g)`` returns a :class:`~manifoldfm.CouplingResult` with
+      int64 index tensors ``i, j`` of shape ``(B0,)`` on the inputs' device, in range;
+    * ``result.x0 = x0[i]`` and ``result.x1 = x1[j]`` exactly, with the inputs' dtype and device;
+    * ``i`` covers every row of ``x0`` once (every source sample is paired);
+    * two calls with generators of the same seed give the same pairs (``.coupling`` and
+      calling the object agree);
+    * with ``permutation`` (equal batch sizes): ``j`` uses every row of ``x1`` exactly once;
+    * with ``optimal`` (exact OT with a permutation): the total ``cost`` of the pairs is no
+      higher than that of the identity pairing, nor of 16 random permutations.
+
+    Args:
+        coupling: the coupling (see :class:`~manifoldfm.couplings.Coupling`).
+        x0: source batch ``(B0, ...)``.
+        x1: target batch ``(B1, ...)``.
+        seed: seed of the generators given to the coupling (on the inputs' device).
+        permutation: require a one-to-one pairing (needs ``B0 = B1``).
+        optimal: require that no permutation tried pairs at a lower total cost (implies
+            ``permutation``).
+        cost: the cost the optimality is measured in (as for ``ExactOT(cost=...)``: ``None``
+            is the squared Euclidean distance, a manifold its squared geodesic distance).
+
+    Raises:
+        AssertionError: naming the first property that fails.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm import ExactOT, Sphere
+        >>> from manifoldfm.testing import check_coupling
+        >>> s2 = Sphere(2)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x0 = s2.random_uniform(32, generator=g, dtype=torch.float64)
+        >>> x1 = s2.random_uniform(32, generator=g, dtype=torch.float64)
+        >>> res = check_coupling(ExactOT(cost=s2), x0, x1, optimal=True, cost=s2)
+        >>> sorted(res.j.tolist()) == list(range(32))
+        True
+    """
+    if optimal:
+        permutation = True
+    b0, b1 = x0.shape[0], x1.shape[0]
+    if permutation and b0 != b1:
+        raise ValueError(f"permutation=True needs batches of equal size, got {b0} and {b1}")
+
+    def run(call: Any) -> CouplingResult:
+        g = torch.Generator(device=x0.device).manual_seed(seed)
+        return call(x0, x1, generator=g)
+
+    res = run(coupling.coupling)
+    if not isinstance(res, CouplingResult):
+        raise AssertionError(f"coupling returned {type(res).__name__}, not CouplingResult")
+    for name in ("i", "j"):
+        idx = getattr(res, name)
+        if not isinstance(idx, Tensor) or idx.dtype != torch.int64:
+            raise AssertionError(
+                f"{name} must be an int64 tensor, got {getattr(idx, 'dtype', idx)}"
+            )
+        if idx.shape != (b0,) or idx.device != x0.device:
+            raise AssertionError(
+                f"{name} has shape {tuple(idx.shape)} on {idx.device}; expected ({b0},) on "
+                f"{x0.device}"
+            )
+    if b0 and not (int(res.i.min()) >= 0 and int(res.i.max()) < b0):
+        raise AssertionError(f"i holds indices outside [0, {b0})")
+    if b0 and not (int(res.j.min()) >= 0 and int(res.j.max()) < b1):
+        raise AssertionError(f"j holds indices outside [0, {b1})")
+    if not torch.equal(torch.sort(res.i).values, torch.arange(b0, device=x0.device)):
+        raise AssertionError("i must use every row of x0 exactly once")
+    for name, got, src, idx in (("x0", res.x0, x0, res.i), ("x1", res.x1, x1, res.j)):
+        if got.dtype != src.dtype or got.device != src.device:
+            raise AssertionError(
+                f"result.{name} has dtype/device {got.dtype}/{got.device}, the input "
+                f"{src.dtype}/{src.device}"
+            )
+        if got.shape != (b0, *src.shape[1:]) or not torch.equal(got, src[idx]):
+            raise AssertionError(f"result.{name} is not {name}[{'i' if name == 'x0' else 'j'}]")
+    for label, again in (("a second call", run(coupling.coupling)), ("calling it", run(coupling))):
+        if not (torch.equal(again.i, res.i) and torch.equal(again.j, res.j)):
+            raise AssertionError(f"{label} with the same generator seed gave other pairs")
+    if permutation and not torch.equal(
+        torch.sort(res.j).values, torch.arange(b1, device=x1.device)
+    ):
+        raise AssertionError("j must use every row of x1 exactly once (a permutation)")
+    if optimal:
+        c = pairwise_cost(x0, x1, cost).to(torch.float64)
+        rows = torch.arange(b0, device=c.device)
+        total = float(c[res.i, res.j].sum())
+        g = torch.Generator(device="cpu").manual_seed(seed + 1)
+        trials = [rows] + [torch.randperm(b1, generator=g).to(c.device) for _ in range(16)]
+        slack = 1e-9 * float(c.abs().sum()) + 1e-12
+        for k, perm in enumerate(trials):
+            other = float(c[rows, perm].sum())
+            if total > other + slack:
+                what = "the identity pairing" if k == 0 else f"random permutation {k}"
+                raise AssertionError(
+                    f"total pair cost {total:.10g} exceeds that of {what} ({other:.10g})"
+                )
+    return res

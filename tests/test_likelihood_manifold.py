@@ -258,3 +258,31 @@ def test_bad_input_raises():
     for on in (True, False):  # the solver's own finiteness check, with or without the others
         with mfm.checks(manifold=on), pytest.raises(ValueError, match="non-finite"):
             log_likelihood(nan_field, x, src, steps=2, manifold=S2)
+
+
+@pytest.mark.parametrize(
+    ("manifold", "field"),
+    [(S2, sphere_field), (T2, torus_field), (SO3_, so3_field)],
+    ids=["sphere", "torus", "so3"],
+)
+@pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
+def test_float32_likelihood_matches_float64(manifold, field, divergence):
+    """float32 points give float32 log-densities equal to the float64 ones to float32 accuracy
+    (Hutchinson with the same probes: the generator draws them in each dtype from one seed)."""
+    x64 = manifold.random_uniform(64, generator=torch.Generator().manual_seed(8), dtype=F64)
+    x32 = x64.float()
+
+    def field32(x, t):  # the float64 field's coefficients, evaluated in float32
+        return field(x.double(), t.double()).float()
+
+    out = {}
+    for name, x, v in (("64", x64, field), ("32", x32, field32)):
+        g = torch.Generator().manual_seed(9)
+        res = log_likelihood(
+            v, x, Uniform(manifold), steps=8, manifold=manifold, divergence=divergence, generator=g
+        )
+        out[name] = res
+        assert res.log_prob.dtype == x.dtype and res.x0.dtype == x.dtype
+        assert torch.isfinite(res.log_prob).all()
+    tol = 2e-3 if divergence == "exact" else 5e-2
+    torch.testing.assert_close(out["32"].log_prob.double(), out["64"].log_prob, atol=tol, rtol=0)

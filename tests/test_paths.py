@@ -229,3 +229,45 @@ def test_value_checks_can_be_switched_off():
     with mfm.checks(values=False):
         s = mfm.AffinePath().sample(x0, x1, torch.tensor([0.5, 1.5], dtype=torch.float64))
     assert torch.allclose(s.xt[1], -0.5 * x0[1] + 1.5 * x1[1])
+
+
+class _Sched:
+    """alpha_t = t, sigma_t = 1 - t with one defect switched on by ``bad``."""
+
+    singular_times = ()
+    exact_endpoints = True
+
+    def __init__(self, bad: str) -> None:
+        self.bad = bad
+
+    def __call__(self, t):
+        one = torch.ones_like(t)
+        alpha, sigma, d_alpha, d_sigma = t, 1 - t, one, -one
+        if self.bad == "derivative":
+            d_alpha = 2 * one
+        elif self.bad == "endpoint":
+            alpha = 0.01 + 0.98 * t
+            d_alpha = 0.98 * one
+        elif self.bad == "dtype":
+            sigma = sigma.float()
+        elif self.bad == "infinite":
+            sigma = torch.where(t == 1, torch.full_like(t, math.inf), sigma)
+        elif self.bad == "type":
+            return (alpha, sigma, d_alpha, d_sigma)
+        return mfm.ScheduleOutput(alpha=alpha, sigma=sigma, d_alpha=d_alpha, d_sigma=d_sigma)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("derivative", "d_alpha vs finite difference"),
+        ("endpoint", r"alpha at \(0, 1\)"),
+        ("dtype", "sigma has shape/dtype"),
+        ("infinite", "not finite at t = 0 or t = 1"),
+        ("type", "not ScheduleOutput"),
+    ],
+)
+def test_check_scheduler_catches_broken_schedulers(bad, message):
+    check_scheduler(_Sched("none"))  # the intact schedule passes
+    with pytest.raises(AssertionError, match=message):
+        check_scheduler(_Sched(bad))

@@ -60,6 +60,22 @@ class Coupling(Protocol):
     ``x0`` has shape ``(B0, ...)`` and ``x1`` shape ``(B1, ...)``; the result pairs every row of
     ``x0`` with one row of ``x1``. Couplings that draw pairs use ``generator`` (on the inputs'
     device); deterministic ones ignore it. Calling the object is the same as ``.coupling``.
+
+    Example:
+        A coupling of one's own (here: the reversed order) fits wherever the built-in ones do:
+
+        >>> import torch
+        >>> from manifoldfm.couplings import Coupling, CouplingResult, ExactOT
+        >>> class Reversed:
+        ...     def coupling(self, x0, x1, *, generator=None):
+        ...         i = torch.arange(x0.shape[0])
+        ...         j = i.flip(0)
+        ...         return CouplingResult(x0=x0, x1=x1[j], i=i, j=j)
+        ...     __call__ = coupling
+        >>> isinstance(Reversed(), Coupling), isinstance(ExactOT(), Coupling)
+        (True, True)
+        >>> Reversed()(torch.zeros(3, 1), torch.arange(3.0)[:, None]).x1.flatten()
+        tensor([2., 1., 0.])
     """
 
     def coupling(

@@ -27,7 +27,19 @@ __all__ = ["ExactOT", "SinkhornConvergenceWarning", "SinkhornOT"]
 
 
 class SinkhornConvergenceWarning(UserWarning):
-    """Sinkhorn stopped at ``max_iter`` before its marginals reached ``tol``."""
+    """Sinkhorn stopped at ``max_iter`` before its marginals reached ``tol``.
+
+    Example:
+        >>> import warnings, torch
+        >>> from manifoldfm.couplings import SinkhornConvergenceWarning, SinkhornOT
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x0, x1 = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = SinkhornOT(1e-3, max_iter=1)(x0, x1, generator=g)
+        >>> any(issubclass(w.category, SinkhornConvergenceWarning) for w in caught)
+        True
+    """
 
 
 def _describe_cost(cost: Cost) -> str:

@@ -13,7 +13,18 @@ __all__ = ["AffinePath", "check_pair"]
 
 
 def check_pair(x0: Tensor, x1: Tensor) -> None:
-    """Raise ``ValueError``/``TypeError`` unless ``x0`` and ``x1`` are same-shape batched tensors."""
+    """Raise ``ValueError``/``TypeError`` unless ``x0`` and ``x1`` are same-shape batched tensors.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.paths.affine import check_pair
+        >>> check_pair(torch.zeros(4, 2), torch.ones(4, 2))  # fine: returns None
+        >>> try:
+        ...     check_pair(torch.zeros(4, 2), torch.ones(3, 2))
+        ... except ValueError as e:
+        ...     print(e)
+        x0 and x1 must have the same shape, got x0 (4, 2) and x1 (3, 2)
+    """
     for name, x in (("x0", x0), ("x1", x1)):
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")

@@ -45,6 +45,15 @@ class ProbPath(Protocol):
     ``path.sample(x0, x1, t, *, generator=None) -> PathSample``: ``x0`` and ``x1`` have shape
     ``(B, *point_shape)`` and ``t`` shape ``(B,)`` (a float or 0-dim tensor is broadcast).
     Paths that draw extra noise (bridges) use ``generator``; deterministic paths ignore it.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm import AffinePath, CondOT, GeodesicPath, Sphere
+        >>> from manifoldfm.paths import ProbPath
+        >>> isinstance(AffinePath(CondOT()), ProbPath), isinstance(GeodesicPath(Sphere(2)), ProbPath)
+        (True, True)
+        >>> AffinePath(CondOT()).sample(torch.zeros(2, 3), torch.ones(2, 3), 0.25).xt.shape
+        torch.Size([2, 3])
     """
 
     def sample(

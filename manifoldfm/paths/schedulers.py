@@ -62,9 +62,24 @@ class Scheduler(Protocol):
 
     Attributes:
         singular_times: the endpoints (subset of ``(0.0, 1.0)``) where a derivative is
-            infinite; solvers and training never evaluate there.
+            infinite; training samples ``t`` away from them.
         exact_endpoints: whether ``alpha_0 = 0, sigma_0 = 1, alpha_1 = 1, sigma_1 = 0`` hold
             exactly (false for VP/VE and for ``CondOT(sigma_min > 0)``).
+
+    Example:
+        A schedule of one's own only needs the two attributes and ``__call__``:
+
+        >>> import torch
+        >>> from manifoldfm.paths import AffinePath, CondOT, ScheduleOutput, Scheduler
+        >>> class Quadratic:  # alpha_t = t^2, sigma_t = 1 - t^2
+        ...     singular_times = ()
+        ...     exact_endpoints = True
+        ...     def __call__(self, t):
+        ...         return ScheduleOutput(alpha=t**2, sigma=1 - t**2, d_alpha=2 * t, d_sigma=-2 * t)
+        >>> isinstance(Quadratic(), Scheduler), isinstance(CondOT(), Scheduler)
+        (True, True)
+        >>> AffinePath(Quadratic()).sample(torch.zeros(1, 2), torch.ones(1, 2), 0.5).xt
+        tensor([[0.2500, 0.2500]])
     """
 
     singular_times: tuple[float, ...]

@@ -41,7 +41,17 @@ _NO_GRAPH = (
 
 @runtime_checkable
 class LogDensity(Protocol):
-    """Anything with ``log_prob(x) -> (B,)`` (every source in :mod:`manifoldfm.sources`)."""
+    """Anything with ``log_prob(x) -> (B,)`` (every source in :mod:`manifoldfm.sources`).
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.solvers import LogDensity
+        >>> from manifoldfm.sources import Gaussian
+        >>> isinstance(Gaussian(2), LogDensity)
+        True
+        >>> round(float(Gaussian(2).log_prob(torch.zeros(1, 2))), 4)  # -log(2 pi)
+        -1.8379
+    """
 
     def log_prob(self, x: Tensor) -> Tensor: ...
 

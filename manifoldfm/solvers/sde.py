@@ -37,7 +37,18 @@ Diffusion = float | Callable[[Tensor], Tensor | float]
 @runtime_checkable
 class ScorePath(Protocol):
     """A path that converts a velocity into the score of its marginals (e.g.
-    :class:`~manifoldfm.AffinePath` with a standard Gaussian source)."""
+    :class:`~manifoldfm.AffinePath` with a standard Gaussian source).
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm import AffinePath, CondOT
+        >>> from manifoldfm.solvers.sde import ScorePath
+        >>> path = AffinePath(CondOT())
+        >>> isinstance(path, ScorePath)
+        True
+        >>> path.velocity_to_score(torch.zeros(1, 2), torch.zeros(1, 2), 0.5).shape
+        torch.Size([1, 2])
+    """
 
     def velocity_to_score(self, v: Tensor, xt: Tensor, t: Tensor | float) -> Tensor: ...
 
