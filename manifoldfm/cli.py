@@ -231,9 +231,10 @@ def plot_points(
     reference: torch.Tensor | None = None,
 ) -> None:
     """A plot suited to the space: a scatter of the first two coordinates (euclidean), an
-    equal-area Mollweide map (S^2), the square of the first two angles (tori), or the
-    histogram of rotation angles against the uniform (Haar) density ``(1 - cos a) / pi``
-    (so3, se3), or up to 20 curves over the grid ``i / n`` with the pointwise mean and a band
+    equal-area Mollweide map (S^2), the square of the first two angles (tori), the histogram
+    of rotation angles against the uniform (Haar) density ``(1 - cos a) / pi`` beside an
+    equal-area map of the rotation axes (so3; se3 adds the translations in 3-D with the body
+    x axes of 60 poses as arrows), or up to 20 curves over the grid ``i / n`` with the pointwise mean and a band
     of two standard deviations (functions). With ``reference`` (e.g. held-out data), it is
     drawn in grey under the points (``manifoldfm evaluate`` plots data against samples).
 
@@ -267,17 +268,52 @@ def plot_points(
             ax.scatter(lon.numpy(), lat.numpy(), s=2, alpha=0.5, color=color, label=name)
         ax.grid(True)
     elif space in ("so3", "se3"):
-        from .manifolds.so3 import rotation_angle
+        from .manifolds.so3 import rotmat_to_rotvec
 
-        fig, ax = plt.subplots(figsize=(6, 4))
+        panels = 3 if space == "se3" else 2
+        fig = plt.figure(figsize=(4.6 * panels, 4.2))
+        ax = fig.add_subplot(1, panels, 1)
+        ax_axes = fig.add_subplot(1, panels, 2, projection="mollweide")
         for y, name, color in sets:
-            ang = rotation_angle(y[:, :3, :3]).numpy()
+            w = rotmat_to_rotvec(y[:, :3, :3])
+            ang = w.norm(dim=-1)
             ax.hist(
-                ang, bins=50, range=(0, math.pi), density=True, alpha=0.5, color=color, label=name
+                ang.numpy(),
+                bins=50,
+                range=(0, math.pi),
+                density=True,
+                alpha=0.5,
+                color=color,
+                label=name,
             )
+            keep = ang > 1e-6  # the axis of the identity is undefined
+            n = w[keep] / ang[keep, None]
+            lat = torch.asin(n[:, 2].clamp(-1, 1))
+            lon = torch.atan2(n[:, 1], n[:, 0])
+            ax_axes.scatter(lon.numpy(), lat.numpy(), s=2, alpha=0.5, color=color)
         a = torch.linspace(0, math.pi, 200)
         ax.plot(a.numpy(), ((1 - torch.cos(a)) / math.pi).numpy(), "k--", label="uniform (Haar)")
         ax.set_xlabel("rotation angle (rad)")
+        ax_axes.grid(True)
+        ax_axes.set_xticklabels([])
+        ax_axes.tick_params(labelsize=7)
+        ax_axes.set_title("rotation axes", fontsize=9)
+        if space == "se3":
+            ax_t = fig.add_subplot(1, 3, 3, projection="3d")
+            for y, _name, color in sets:
+                t = y[:, :3, 3]
+                ax_t.scatter(*t.T.numpy(), s=2, alpha=0.4, color=color)
+            # the poses themselves: the body x axis of up to 60 samples as short arrows
+            y = sets[-1][0][:60]
+            spread = float(sets[-1][0][:, :3, 3].std(0).norm()) or 1.0
+            ax_t.quiver(
+                *y[:, :3, 3].T.numpy(),
+                *y[:, :3, 0].T.numpy(),
+                length=0.15 * spread,
+                color="k",
+                lw=0.6,
+            )
+            ax_t.set_title("translations, body x axes", fontsize=9)
     elif space == "functions":
         fig, ax = plt.subplots(figsize=(7, 4))
         for y, name, color in sets:

@@ -379,3 +379,26 @@ def test_fit_page_select_snippet_runs(capsys):
     snippet = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "select=" in b)
     exec(compile(snippet, "fit.md select snippet", "exec"), {})
     assert capsys.readouterr().out.strip() == "True"
+
+
+def test_pose_plots_show_angles_axes_and_translations(tmp_path, monkeypatch):
+    """so3: angle histogram + map of rotation axes; se3 adds the translations in 3-D with arrows."""
+    import matplotlib.figure
+
+    from manifoldfm.cli import plot_points
+
+    seen = {}
+    original = matplotlib.figure.Figure.savefig
+
+    def record(self, *args, **kwargs):
+        seen["axes"] = [(ax.name, len(ax.collections)) for ax in self.axes]
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    x = _data("se3", 50)
+    plot_points(tmp_path / "r.png", x[:, :3, :3], "so3", reference=x[:10, :3, :3])
+    assert [name for name, _ in seen["axes"]] == ["rectilinear", "mollweide"]
+    assert seen["axes"][1][1] == 2  # axes of the data and of the samples
+    plot_points(tmp_path / "p.png", x, "se3", reference=x[:10])
+    assert [name for name, _ in seen["axes"]] == ["rectilinear", "mollweide", "3d"]
+    assert seen["axes"][2][1] == 3  # two point clouds and the arrows of the poses
