@@ -50,11 +50,15 @@ bring no improvement. Early stopping is off by default: on the volcano data with
 run reached -1.49, and on the flood data it stopped runs at 7600-10000 steps. With
 ``val_nll_every=k`` (every space but ``functions``), the validation negative log-likelihood of
 up to 1024 validation points (RK4, 20 steps, exact divergence) is also recorded at every
-``k``-th evaluation. ``select`` says which weights are kept: ``"loss"`` (the default) the EMA
-weights of the lowest validation loss; ``"nll"`` those of the lowest validation NLL (the
-Riemannian Flow Matching protocol; the NLL is then measured at every evaluation unless
-``val_nll_every`` says otherwise, and ``patience`` counts NLL evaluations); ``"last"`` the
-final EMA weights (no selection; ``patience`` does not apply).
+``k``-th evaluation. ``select`` says which weights are kept: ``"loss"`` the EMA weights of the
+lowest validation loss; ``"nll"`` those of the lowest validation NLL (the Riemannian Flow
+Matching protocol; the NLL is then measured at every evaluation unless ``val_nll_every`` says
+otherwise, and ``patience`` counts NLL evaluations); ``"last"`` the final EMA weights (no
+selection; ``patience`` does not apply). The default is ``"nll"`` on the sphere, tori and SO(3)
+(compact and low-dimensional: the NLL is what the literature reports, and exact divergences
+are cheap there) and ``"loss"`` elsewhere. On the volcano data, 20000 steps, selection by the
+validation NLL gave a test NLL of -1.56 +- 0.12 nats against -1.45 +- 0.08 by the loss (5
+seeds; better on 4 seeds, equal on the fifth).
 
 **Run folders.** A folder that already holds a checkpoint is never replaced silently:
 ``resume=True`` continues it, ``overwrite=True`` starts afresh in it, anything else is a
@@ -112,6 +116,8 @@ _FORMAT = 1
 _VAL_PAIRS = 2048
 _VAL_NLL_POINTS = 1024
 _SELECT = ("loss", "nll", "last")
+#: spaces where select=None means "nll": compact, low-dimensional, the literature reports NLL
+_NLL_SELECT = ("sphere", "torus", "so3")
 _SIGMA_MIN_FUNCTIONS = 1e-4
 _LENGTH_SCALE = 0.05
 
@@ -703,7 +709,8 @@ def fit(
             never, or every evaluation with ``select="nll"``); not for ``functions``.
         select: which EMA weights the run keeps: ``"loss"`` (lowest validation loss),
             ``"nll"`` (lowest validation NLL; not for ``functions``) or ``"last"``
-            (``None``: ``"loss"``, or the checkpoint's choice when resuming).
+            (``None``: ``"nll"`` on sphere, torus and so3, ``"loss"`` elsewhere, or the
+            checkpoint's choice when resuming).
         length_scale: ``functions`` only: the length scale of the Matern-5/2 noise on
             ``[0, 1]`` (``None``: 0.05).
         seed: seed of the split, the initialisation and every random draw.
@@ -938,7 +945,7 @@ def _fit_run(
         total = steps if steps is not None else _default_steps(train64.shape[0], batch_size, space)
         if space == "functions" and length_scale is None:
             length_scale = _LENGTH_SCALE
-        select = select or "loss"
+        select = select or ("nll" if space in _NLL_SELECT else "loss")
         if select == "nll" and val_nll_every is None:
             val_nll_every = 1
     if select == "last" and patience is not None:

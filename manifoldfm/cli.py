@@ -125,7 +125,8 @@ def _add_fit_parsers(sub: Any) -> None:
         "--select",
         choices=("loss", "nll", "last"),
         default=None,
-        help="weights kept: lowest validation loss (default), lowest validation NLL, or last",
+        help="weights kept: lowest validation NLL (default on sphere, torus, so3), lowest "
+        "validation loss (default elsewhere), or last",
     )
     fit.add_argument(
         "--val-nll-every",
