@@ -6,7 +6,7 @@ A Fourier neural operator (``manifoldfm.functional.FNO1d``) is trained along the
 comparison) to one of four data sets:
 
 * ``gp`` (default, synthetic): draws of a mixture of zero-mean Gaussian processes whose length
-  scale is picked at random per curve (one ``GPSource`` per length scale);
+  scale is picked at random per curve (``manifoldfm.data.gp_functions``);
 * ``sines`` (synthetic): random-phase sums of sines (``manifoldfm.data.random_phase_sines``);
 * ``aemet`` with ``--data aemet.csv``: the AEMET daily mean temperatures (73 stations x 365
   days, ``manifoldfm.data.read_aemet_csv``);
@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 import manifoldfm as mfm
-from manifoldfm.data import random_phase_sines, read_aemet_csv, read_curves_csv
+from manifoldfm.data import gp_functions, random_phase_sines, read_aemet_csv, read_curves_csv
 from manifoldfm.functional import FNO1d, GPSource, WhiteNoise, grid_points
 from manifoldfm.metrics import functional_statistics
 
@@ -99,12 +99,7 @@ def load_curves(args: argparse.Namespace, g: torch.Generator) -> tuple[Tensor, s
     if dataset == "sines":
         return random_phase_sines(count, pts, generator=g).to(torch.float32), "sines (synthetic)"
     # mixture over length scales: each curve takes one of the GPs at random
-    which = torch.randint(len(GP_LENGTH_SCALES), (count,), generator=g)
-    out = torch.empty(count, n, dtype=torch.float32)
-    for k, ell in enumerate(GP_LENGTH_SCALES):
-        idx = torch.nonzero(which == k).flatten()
-        source = GPSource(make_kernel("matern", ell, 1.0), pts)
-        out[idx] = source.sample(idx.numel(), generator=g, dtype=torch.float32)
+    out = gp_functions(count, pts, GP_LENGTH_SCALES, generator=g).to(torch.float32)
     return out, f"gp mixture over length scales {GP_LENGTH_SCALES} (synthetic)"
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from manifoldfm.data import (
     FunctionData,
+    gp_functions,
     random_fourier_fields,
     random_phase_sines,
     read_aemet_csv,
@@ -216,3 +217,46 @@ def test_random_fourier_fields_statistics_and_refusals():
         random_fourier_fields(2, 4, decay=-1.0)
     with pytest.raises(TypeError, match="dtype"):
         random_fourier_fields(2, 4, dtype=torch.int64)
+
+
+def _matern52(r: torch.Tensor, ell: float) -> torch.Tensor:
+    z = math.sqrt(5.0) * r / ell
+    return (1 + z + z**2 / 3) * torch.exp(-z)
+
+
+def test_gp_functions_mixture_covariance_and_reproducibility():
+    """The covariance of a mixture of GPs is the weighted mean of their kernels."""
+    s = torch.linspace(0, 1, 24, dtype=torch.float64)[:, None]
+    g = torch.Generator().manual_seed(0)
+    f = gp_functions(6000, s, (0.05, 0.4), std=2.0, generator=g)
+    assert f.shape == (6000, 24) and f.dtype == torch.float64
+    again = gp_functions(6000, s, (0.05, 0.4), std=2.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(f, again)
+    emp = f.T @ f / f.shape[0]  # zero-mean processes
+    r = (s - s.T).abs()
+    target = 4.0 * 0.5 * (_matern52(r, 0.05) + _matern52(r, 0.4))
+    # standard error of an entry of the empirical covariance: sqrt((C_ii C_jj + C_ij^2) / n)
+    se = ((target.diagonal()[:, None] * target.diagonal()[None] + target**2) / 6000).sqrt()
+    assert float(((emp - target).abs() / se).max()) < 5.0
+    # the two processes differ: a lag-2 correlation far from the single-scale values
+    lag = (f[:, :-2] * f[:, 2:]).mean() / 4.0
+    assert abs(float(lag) - float(target[0, 2]) / 4.0) < 0.03
+    assert abs(float(lag) - float(_matern52(r[0, 2], 0.4))) > 0.1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gp_functions_on_scattered_2d_points_and_refusals(dtype):
+    pts = torch.rand(50, 2, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    f = gp_functions(10, pts, 0.2, nu=1.5, generator=torch.Generator().manual_seed(2))
+    assert f.shape == (10, 50) and f.dtype == dtype and torch.isfinite(f).all()
+    assert gp_functions(0, pts).shape == (0, 50)
+    for kwargs, message in (
+        ({"length_scales": ()}, "length_scales"),
+        ({"length_scales": (0.1, -1.0)}, "length_scales"),
+        ({"nu": 2.0}, "nu must be"),
+        ({"std": 0.0}, "std must be"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            gp_functions(3, pts, **kwargs)
+    with pytest.raises(TypeError, match="points"):
+        gp_functions(3, [[0.0, 1.0]])  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ import manifoldfm as mfm
 from manifoldfm.data import (
     read_earth_csv,
     read_torsions_csv,
+    so3_igso3_mixture,
     sphere_vmf_mixture,
     torus_wrapped_mixture,
 )
@@ -563,6 +564,31 @@ def test_torus_wrapped_mixture(k, seed):
     assert x.dtype == torch.float32 and torch.isfinite(mix.log_prob(x)).all()
 
 
+@settings(max_examples=10, deadline=None)
+@given(k=st.integers(2, 5), seed=seeds)
+def test_so3_igso3_mixture(k, seed):
+    mix = so3_igso3_mixture(k=k, sigma=0.15, generator=_gen(seed))
+    again = so3_igso3_mixture(k=k, sigma=0.15, generator=_gen(seed))
+    centres = torch.stack([c.loc for c in mix.components])
+    torch.testing.assert_close(centres, torch.stack([c.loc for c in again.components]))
+    dist = SO3().dist(centres[:, None], centres[None])
+    assert float(dist[~torch.eye(k, dtype=torch.bool)].min()) > 1.5  # rotation angles apart
+    r = mix.sample(60, generator=_gen(seed + 1), dtype=F64)
+    eye = torch.eye(3, dtype=F64).expand(60, 3, 3)
+    torch.testing.assert_close(r.mT @ r, eye, atol=1e-10, rtol=0)
+    assert torch.isfinite(mix.log_prob(r)).all()
+    # every sample lies near a centre: within 5 sigma-ish of rotation angle
+    assert float(SO3().dist(r[:, None], centres[None]).min(1).values.max()) < 1.0
+
+
+def test_so3_igso3_mixture_density_integrates_to_one():
+    mix = so3_igso3_mixture(k=3, sigma=[0.4, 0.5, 0.6], weights=[1.0, 2.0, 3.0], generator=_gen(3))
+    x = Uniform(SO3()).sample(40000, generator=_gen(4), dtype=F64)
+    mass = mix.log_prob(x).exp() * SO3().volume
+    se = float(mass.std()) / math.sqrt(x.shape[0])
+    assert abs(float(mass.mean()) - 1.0) < 4 * se
+
+
 def test_synthetic_refusals():
     with pytest.raises(ValueError, match="k"):
         sphere_vmf_mixture(k=0)
@@ -570,6 +596,10 @@ def test_synthetic_refusals():
         torus_wrapped_mixture(k=3, scale=[0.1, 0.2])
     with pytest.raises(ValueError, match="> 0"):
         torus_wrapped_mixture(k=2, scale=0.0)
+    with pytest.raises(ValueError, match="k = 2 values"):
+        so3_igso3_mixture(k=2, sigma=[0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="sigma"):
+        so3_igso3_mixture(k=2, sigma=-1.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from .functions import (
     FunctionData,
+    gp_functions,
     random_fourier_fields,
     random_phase_sines,
     read_aemet_csv,
@@ -10,6 +11,7 @@ from .functions import (
 from .manifolds import (
     read_earth_csv,
     read_torsions_csv,
+    so3_igso3_mixture,
     sphere_vmf_mixture,
     torus_wrapped_mixture,
 )
@@ -36,6 +38,7 @@ __all__ = [
     "checkerboard",
     "circles",
     "eight_gaussians",
+    "gp_functions",
     "moons",
     "random_fourier_fields",
     "random_phase_sines",
@@ -46,6 +49,7 @@ __all__ = [
     "read_torsions_csv",
     "sample_toy",
     "sample_toy_labeled",
+    "so3_igso3_mixture",
     "sphere_vmf_mixture",
     "spirals",
     "torus_wrapped_mixture",

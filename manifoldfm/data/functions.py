@@ -10,7 +10,9 @@ evenly spaced points in ``[0, 1]`` as ``(n_points, 1)``, the point-set layout of
 
 **Synthetic.** :func:`random_phase_sines` draws sums of sines with random amplitudes,
 frequencies and phases at given 1-D points; :func:`random_fourier_fields` draws smooth periodic
-2-D fields from a few random Fourier modes on a grid. Both take ``generator=`` and use no
+2-D fields from a few random Fourier modes on a grid; :func:`gp_functions` draws functions from
+a mixture of Matern Gaussian processes with different length scales (exactly, through
+:class:`~manifoldfm.functional.GPSource`) on any point set. All take ``generator=`` and use no
 global random state.
 """
 
@@ -26,6 +28,7 @@ from torch import Tensor
 
 __all__ = [
     "FunctionData",
+    "gp_functions",
     "random_fourier_fields",
     "random_phase_sines",
     "read_aemet_csv",
@@ -370,3 +373,77 @@ def random_fourier_fields(
     return torch.einsum("nck,khw->nchw", z[0], torch.cos(theta)) + torch.einsum(
         "nck,khw->nchw", z[1], torch.sin(theta)
     )
+
+
+def gp_functions(
+    n: int,
+    points: Tensor,
+    length_scales: float | tuple[float, ...] = (0.05, 0.1, 0.2),
+    *,
+    nu: float = 2.5,
+    std: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Functions drawn from a mixture of zero-mean Matern Gaussian processes.
+
+    Each function picks one of ``length_scales`` uniformly at random and is an exact draw of
+    the Matern-``nu`` process with that length scale and standard deviation ``std`` at
+    ``points`` (:class:`~manifoldfm.functional.GPSource`: circulant embedding on regular grids,
+    a cached float64 Cholesky factor otherwise). A mixture over length scales gives data whose
+    smoothness varies from curve to curve, a harder target than a single process.
+
+    Args:
+        n: number of functions (``>= 0``).
+        points: ``(n_points, d)`` points (``d`` in 1-3) or ``(n_points,)`` 1-D points; they set
+            the dtype and device.
+        length_scales: one length scale or several (each ``> 0``).
+        nu: Matern smoothness, 0.5, 1.5 or 2.5.
+        std: standard deviation of every value (``> 0``).
+        generator: random stream (draws on its device, then moved to ``points``').
+
+    Returns:
+        ``(n, n_points)`` values of ``points``' dtype and device.
+
+    Raises:
+        ValueError: bad counts, length scales, ``nu`` or ``std``; points that are not a
+            valid point set for :class:`~manifoldfm.functional.GPSource`.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.data import gp_functions
+        >>> s = torch.linspace(0, 1, 64, dtype=torch.float64)[:, None]
+        >>> f = gp_functions(500, s, (0.1, 0.3), generator=torch.Generator().manual_seed(0))
+        >>> tuple(f.shape), round(float(f.var()), 1)
+        ((500, 64), 1.0)
+    """
+    import gpytorch
+
+    from ..functional import GPSource
+
+    n = _check_n(n)
+    _check_generator(generator)
+    scales = (length_scales,) if isinstance(length_scales, (int, float)) else tuple(length_scales)
+    if not scales or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in scales
+    ):
+        raise ValueError(f"length_scales must be positive numbers, got {length_scales!r}")
+    if nu not in (0.5, 1.5, 2.5):
+        raise ValueError(f"nu must be 0.5, 1.5 or 2.5, got {nu!r}")
+    if not (isinstance(std, (int, float)) and 0 < std < math.inf):
+        raise ValueError(f"std must be a positive number, got {std!r}")
+    if not isinstance(points, Tensor) or not points.is_floating_point():
+        raise TypeError(f"points must be a floating torch.Tensor, got {points!r:.60}")
+    pts = points[:, None] if points.ndim == 1 else points
+    out = torch.empty(n, pts.shape[0], dtype=points.dtype, device=points.device)
+    draw = generator.device if generator is not None else points.device
+    which = torch.randint(len(scales), (n,), generator=generator, device=draw).to(points.device)
+    for k, ell in enumerate(scales):  # a loop over the few processes, not over the batch
+        idx = torch.nonzero(which == k).flatten()
+        if idx.numel() == 0:
+            continue
+        kernel = gpytorch.kernels.MaternKernel(nu=nu)
+        kernel.lengthscale = float(ell)
+        source = GPSource(kernel, pts)
+        draws = source.sample(idx.numel(), generator=generator, dtype=points.dtype)
+        out[idx] = std * draws.to(points.device)
+    return out

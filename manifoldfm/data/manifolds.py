@@ -1,6 +1,7 @@
 """Data on manifolds: synthetic mixtures on spheres and tori, readers for real CSV files.
 
-**Synthetic.** :func:`sphere_vmf_mixture` and :func:`torus_wrapped_mixture` return a
+**Synthetic.** :func:`sphere_vmf_mixture`, :func:`torus_wrapped_mixture` and
+:func:`so3_igso3_mixture` return a
 :class:`~manifoldfm.sources.Mixture` (exact ``sample`` and ``log_prob``, so a model's
 log-likelihood can be compared with the truth). Component means are drawn from the generator
 and kept well apart by greedy farthest-point selection among uniform candidates.
@@ -23,13 +24,14 @@ import torch
 from torch import Tensor
 
 from .._utils import check_positive
-from ..manifolds import FlatTorus, Sphere
+from ..manifolds import SO3, FlatTorus, Sphere
 from ..manifolds.torus import wrap_angle, wrap_difference
-from ..sources import Mixture, VonMisesFisher, WrappedNormal
+from ..sources import IGSO3, Mixture, VonMisesFisher, WrappedNormal
 
 __all__ = [
     "read_earth_csv",
     "read_torsions_csv",
+    "so3_igso3_mixture",
     "sphere_vmf_mixture",
     "torus_wrapped_mixture",
 ]
@@ -72,7 +74,9 @@ def _farthest(cand: Tensor, k: int, dist: Callable[[Tensor, Tensor], Tensor]) ->
     return torch.stack(chosen)
 
 
-def _candidates(k: int, manifold: Sphere | FlatTorus, generator: torch.Generator | None) -> Tensor:
+def _candidates(
+    k: int, manifold: Sphere | FlatTorus | SO3, generator: torch.Generator | None
+) -> Tensor:
     m = max(_MIN_CANDIDATES, _CANDIDATES_PER_COMPONENT * k)
     device = generator.device if generator is not None else torch.device("cpu")
     return manifold.random_uniform(m, generator=generator, dtype=torch.float64, device=device)
@@ -163,6 +167,46 @@ def torus_wrapped_mixture(
     means = _farthest(_candidates(k, torus, generator), k, tdist)
     comps = [WrappedNormal(torus, means[i], scales[i]) for i in range(k)]
     return Mixture(comps, weights)
+
+
+def so3_igso3_mixture(
+    k: int = 4,
+    sigma: float | Sequence[float] = 0.2,
+    *,
+    weights: Sequence[float] | None = None,
+    generator: torch.Generator | None = None,
+) -> Mixture:
+    """A mixture of ``k`` isotropic Gaussians on SO(3) (IGSO(3)) with well-separated centres.
+
+    The centres are chosen greedily, each the candidate farthest (in rotation angle) from those
+    already chosen, among ``max(256, 64 k)`` Haar-uniform rotations drawn from ``generator``.
+    Sampling and ``log_prob`` are exact (those of :class:`~manifoldfm.sources.IGSO3`), so a
+    model's log-likelihood on SO(3) can be compared with the truth.
+
+    Args:
+        k: the number of components (``>= 1``).
+        sigma: the IGSO(3) scale (about the standard deviation of each coordinate of the
+            rotation vector from the centre, for small ``sigma``), one float for all components
+            or one per component (``> 0``).
+        weights: positive mixture weights (default: equal).
+        generator: random generator for the centres (float64, on its device).
+
+    Returns:
+        A :class:`~manifoldfm.sources.Mixture` of :class:`~manifoldfm.sources.IGSO3`.
+
+    Example:
+        >>> import torch
+        >>> from manifoldfm.data import so3_igso3_mixture
+        >>> mix = so3_igso3_mixture(k=3, sigma=0.15, generator=torch.Generator().manual_seed(0))
+        >>> r = mix.sample(100, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        >>> r.shape, mix.log_prob(r).shape
+        (torch.Size([100, 3, 3]), torch.Size([100]))
+    """
+    k = _check_k(k)
+    sigmas = [check_positive(v, "sigma") for v in _per_component(sigma, k, "sigma")]
+    so3 = SO3()
+    centres = _farthest(_candidates(k, so3, generator), k, lambda a, b: so3.dist(a, b))
+    return Mixture([IGSO3(sigmas[i], loc=centres[i]) for i in range(k)], weights)
 
 
 # ---------------------------------------------------------------------------------------------
