@@ -16,7 +16,7 @@ folder), per seed, and measures what the literature reports:
   (10 000 training points), W2 between 2 000 generated and 2 000 held-out points.
 
 ``--steps``, ``--hidden``, ``--depth``, ``--batch-size``, ``--lr``, ``--coupling``,
-``--patience``, ``--select`` override ``fit``'s defaults (``None``: the defaults, i.e. "no hand tuning").
+``--patience``, ``--select``, ``--fourier`` override ``fit``'s defaults (``None``: the defaults, i.e. "no hand tuning").
 
 Example::
 
@@ -81,7 +81,17 @@ def load_row(row: str, data_dir: Path) -> tuple[str, torch.Tensor]:
 
 
 #: fit arguments the command line may override (None: fit's defaults)
-OVERRIDES = ("steps", "hidden", "depth", "batch_size", "lr", "patience", "length_scale", "select")
+OVERRIDES = (
+    "steps",
+    "hidden",
+    "depth",
+    "batch_size",
+    "lr",
+    "patience",
+    "length_scale",
+    "select",
+    "fourier",
+)
 
 
 def split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,6 +136,7 @@ def run_seed(row: str, space: str, x: torch.Tensor, seed: int, args: argparse.Na
             "steps_done": res.config["steps_done"],
             "best_step": res.best_step,
             "select": res.config["select"],
+            "fourier": res.config.get("fourier"),
             "stopped_early": res.stopped_early,
             "fit_seconds": round(fit_s, 1),
         }
@@ -178,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patience", type=int, default=None, help="0: never stop early")
     p.add_argument("--length-scale", type=float, default=None)
     p.add_argument("--select", choices=("loss", "nll", "last"), default=None)
+    p.add_argument("--fourier", type=int, default=None, help="Fourier bands of the features")
     p.add_argument("--coupling", choices=("independent", "ot"), default="independent")
     p.add_argument("--nll-steps", type=int, default=100, help="RK4 steps of the test NLL")
     p.add_argument("--ode-steps", type=int, default=100, help="RK4 steps of sampling")
@@ -204,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 "patience",
                 "length_scale",
                 "select",
+                "fourier",
                 "coupling",
                 "nll_steps",
                 "ode_steps",

@@ -118,6 +118,8 @@ _VAL_NLL_POINTS = 1024
 _SELECT = ("loss", "nll", "last")
 #: spaces where select=None means "nll": compact, low-dimensional, the literature reports NLL
 _NLL_SELECT = ("sphere", "torus", "so3")
+#: default Fourier bands of the input features per space (absent: none)
+_FOURIER: dict[str, int] = {}
 _SIGMA_MIN_FUNCTIONS = 1e-4
 _LENGTH_SCALE = 0.05
 
@@ -299,12 +301,17 @@ def _modes(n: int) -> int:
     return max(1, min(16, n // 2))
 
 
-def _build_model(space: str, manifold: Any, hidden: int, depth: int) -> nn.Module:
+def _build_model(space: str, manifold: Any, hidden: int, depth: int, fourier: int = 0) -> nn.Module:
     from .nn import ManifoldMLP
 
     if space == "functions":
         return _FunctionField(hidden, depth, _modes(int(manifold.dim)))
-    return ManifoldMLP(manifold, hidden=hidden, depth=depth)
+    return ManifoldMLP(manifold, hidden=hidden, depth=depth, fourier=fourier)
+
+
+def _default_fourier(space: str) -> int:
+    """Fourier bands of the input features (see :class:`~manifoldfm.nn.ManifoldFeatures`)."""
+    return _FOURIER.get(space, 0)
 
 
 def _as_points(
@@ -670,6 +677,7 @@ def fit(
     patience: int | None = None,
     val_nll_every: int | None = None,
     select: str | None = None,
+    fourier: int | None = None,
     length_scale: float | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -711,6 +719,8 @@ def fit(
             ``"nll"`` (lowest validation NLL; not for ``functions``) or ``"last"``
             (``None``: ``"nll"`` on sphere, torus and so3, ``"loss"`` elsewhere, or the
             checkpoint's choice when resuming).
+        fourier: Fourier bands of the network's input features (:class:`~manifoldfm.nn.ManifoldFeatures`;
+            ``None``: the space's default, see the module docstring); not for ``functions``.
         length_scale: ``functions`` only: the length scale of the Matern-5/2 noise on
             ``[0, 1]`` (``None``: 0.05).
         seed: seed of the split, the initialisation and every random draw.
@@ -759,6 +769,10 @@ def fit(
             raise ValueError(
                 "val_nll_every: functions have no likelihood (see FittedModel.log_prob)"
             )
+    if fourier is not None:
+        _check_positive_int(fourier, "fourier", minimum=0)
+        if space == "functions":
+            raise ValueError("fourier applies to the MLP spaces, not to functions")
     if select is not None:
         if select not in _SELECT:
             raise ValueError(f"unknown select {select!r}; choose one of {', '.join(_SELECT)}")
@@ -818,6 +832,7 @@ def fit(
             patience=patience,
             val_nll_every=val_nll_every,
             select=select,
+            fourier=fourier,
             length_scale=length_scale,
             seed=seed,
             dtype=dtype,
@@ -853,6 +868,7 @@ def _fit_run(
     patience: int | None,
     val_nll_every: int | None,
     select: str | None,
+    fourier: int | None,
     length_scale: float | None,
     seed: int,
     dtype: torch.dtype,
@@ -916,6 +932,7 @@ def _fit_run(
             "hidden": hidden,
             "depth": depth,
             "select": select,
+            "fourier": fourier,
         }
         for key, value in given.items():
             if value is not None and config.get(key) is not None and value != config[key]:
@@ -928,6 +945,7 @@ def _fit_run(
         seed = int(config["seed"])
         length_scale = config.get("length_scale")
         select = str(config.get("select", "loss"))
+        fourier = int(config.get("fourier", 0))
         if val_nll_every is None:
             val_nll_every = config.get("val_nll_every")
         # the optimiser, schedule and EMA continue from the checkpoint's settings
@@ -946,6 +964,7 @@ def _fit_run(
         if space == "functions" and length_scale is None:
             length_scale = _LENGTH_SCALE
         select = select or ("nll" if space in _NLL_SELECT else "loss")
+        fourier = _default_fourier(space) if fourier is None else fourier
         if select == "nll" and val_nll_every is None:
             val_nll_every = 1
     if select == "last" and patience is not None:
@@ -965,6 +984,7 @@ def _fit_run(
         "n_val": int(n_val),
         "hidden": hidden,
         "depth": depth,
+        "fourier": fourier,
         "normalisation": norm,
         "coupling": coupling,
         "batch_size": batch_size,
@@ -1007,7 +1027,7 @@ def _fit_run(
 
     with torch.random.fork_rng(devices=[]):  # seeded initialisation, the caller's RNG untouched
         torch.manual_seed(seed)
-        model = _build_model(space, manifold, hidden, depth)
+        model = _build_model(space, manifold, hidden, depth, fourier)
     model = model.to(device=dev, dtype=dtype)
     ema_model = copy.deepcopy(model).requires_grad_(False)
     best_model = copy.deepcopy(ema_model)
@@ -1233,7 +1253,13 @@ def load(
     config = json.loads(cfg_file.read_text())
     space = _check_space(config["space"])
     manifold = _manifold(space, int(config["dim"]))
-    model = _build_model(space, manifold, int(config["hidden"]), int(config["depth"]))
+    model = _build_model(
+        space,
+        manifold,
+        int(config["hidden"]),
+        int(config["depth"]),
+        int(config.get("fourier") or 0),
+    )
     state = torch.load(model_file, map_location="cpu", weights_only=True)
     model.load_state_dict(state["best"])
     dt = dtype if dtype is not None else getattr(torch, config.get("dtype", "float32"))

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ._utils import as_time, check_choice, check_positive, value_checks_enabled
-from .manifolds import SE3, SO3, FlatTorus, Manifold, Product
+from .manifolds import SE3, SO3, FlatTorus, Manifold, Product, Sphere
 
 __all__ = [
     "ClassifierFreeGuidance",
@@ -479,29 +479,54 @@ class TangentProjection(nn.Module):
         return self.manifold.proju(x, out)
 
 
-def _feature_size(manifold: Manifold) -> int:
+#: Coordinates bounded by 1 in absolute value (unit vectors, rotation matrices), whose Fourier
+#: bands are sin/cos of pi 2^k x.
+_BOUNDED = (Sphere, SO3)
+
+
+def _torus_multiples(bands: int) -> list[int]:
+    """The integer multiples of the angles in the extra Fourier bands of a torus: 2, 3, ..."""
+    return list(range(2, bands + 2))
+
+
+def _feature_size(manifold: Manifold, bands: int = 0) -> int:
     if isinstance(manifold, FlatTorus):
-        return 2 * manifold.point_shape[0]
+        return 2 * manifold.point_shape[0] * (1 + bands)
     if isinstance(manifold, SE3):
-        return 12
+        return 12 + 18 * bands
     if isinstance(manifold, Product):
-        return sum(_feature_size(m) for m in manifold._ms)
-    return math.prod(manifold.point_shape)
+        return sum(_feature_size(m, bands) for m in manifold._ms)
+    n = math.prod(manifold.point_shape)
+    return n * (1 + 2 * bands) if isinstance(manifold, _BOUNDED) else n
 
 
-def _features(manifold: Manifold, x: Tensor) -> Tensor:
-    """``(B, *point_shape) -> (B, F)``: the embedding coordinates, with angles as (cos, sin)."""
+def _bands(x: Tensor, freqs: Tensor) -> Tensor:
+    """``(B, F) -> (B, 2 F K)``: ``sin`` and ``cos`` of every coordinate times every frequency."""
+    ang = x[..., None] * freqs.to(x.dtype)
+    return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1).reshape(x.shape[0], -1)
+
+
+def _features(manifold: Manifold, x: Tensor, torus_freqs: Tensor, bounded_freqs: Tensor) -> Tensor:
+    """``(B, *point_shape) -> (B, F)``: the embedding coordinates, with angles as (cos, sin),
+    and the Fourier bands of the bounded coordinates when the frequency tensors are not empty."""
     if isinstance(manifold, FlatTorus):
-        return torch.cat([torch.cos(x), torch.sin(x)], dim=-1)
+        base = torch.cat([torch.cos(x), torch.sin(x)], dim=-1)
+        return torch.cat([base, _bands(x, torus_freqs)], dim=-1) if torus_freqs.numel() else base
     if isinstance(manifold, SE3):  # the rotation and translation blocks, not the constant row
-        return x[:, :3, :].reshape(x.shape[0], 12)
+        flat = x[:, :3, :].reshape(x.shape[0], 12)
+        if not bounded_freqs.numel():
+            return flat
+        return torch.cat([flat, _bands(x[:, :3, :3].reshape(x.shape[0], 9), bounded_freqs)], -1)
     if isinstance(manifold, Product):
         parts = manifold.split(x)
         return torch.cat(
-            [_features(m, p) for m, p in zip(manifold._ms, parts)],
+            [_features(m, p, torus_freqs, bounded_freqs) for m, p in zip(manifold._ms, parts)],
             dim=-1,
         )
-    return x.reshape(x.shape[0], -1)
+    flat = x.reshape(x.shape[0], -1)
+    if isinstance(manifold, _BOUNDED) and bounded_freqs.numel():
+        return torch.cat([flat, _bands(flat, bounded_freqs)], dim=-1)
+    return flat
 
 
 class ManifoldFeatures(nn.Module):
@@ -514,31 +539,50 @@ class ManifoldFeatures(nn.Module):
     not the constant bottom row); a :class:`~manifoldfm.manifolds.Product` concatenates its
     factors' features; other manifolds give their flattened coordinates.
 
+    **Fourier bands.** With ``fourier=K`` every bounded coordinate also enters through ``K``
+    frequency bands, so that a small network can represent sharp densities (an MLP on raw
+    coordinates is biased towards slowly varying functions): the angles ``a`` of a torus
+    through ``cos(m a), sin(m a)`` for ``m = 2, ..., K + 1`` (integer multiples: still
+    periodic), the coordinates ``x`` of spheres and SO(3) (and the rotation block of SE(3)),
+    which lie in ``[-1, 1]``, through ``sin(pi 2^k x), cos(pi 2^k x)`` for ``k = 0, ..., K - 1``.
+    Euclidean coordinates (unbounded) are left as they are.
+
     Args:
         manifold: a manifold of the library.
+        fourier: the number ``K >= 0`` of extra frequency bands (0: none).
 
     Attributes:
         out_features: the number of features of one point.
 
     Example:
         >>> import math, torch
-        >>> from manifoldfm.manifolds import FlatTorus
+        >>> from manifoldfm.manifolds import FlatTorus, Sphere
         >>> from manifoldfm.nn import ManifoldFeatures
         >>> f = ManifoldFeatures(FlatTorus(2))
         >>> f(torch.tensor([[0.0, math.pi / 2]])).round(decimals=4) + 0.0  # (cos, cos, sin, sin)
         tensor([[1., 0., 0., 1.]])
-        >>> f.out_features
-        4
+        >>> f.out_features, ManifoldFeatures(FlatTorus(2), fourier=3).out_features
+        (4, 16)
+        >>> ManifoldFeatures(Sphere(2), fourier=4).out_features  # 3 + 3 * 2 * 4
+        27
     """
 
-    def __init__(self, manifold: Manifold) -> None:
+    def __init__(self, manifold: Manifold, fourier: int = 0) -> None:
         super().__init__()
         if not isinstance(manifold, Manifold):
             raise TypeError(
                 f"manifold must be a manifoldfm manifold, got {type(manifold).__name__}"
             )
+        if isinstance(fourier, bool) or not isinstance(fourier, int) or fourier < 0:
+            raise ValueError(f"fourier must be an integer >= 0, got {fourier!r}")
         self.manifold = manifold
-        self.out_features = _feature_size(manifold)
+        self.fourier = fourier
+        self.out_features = _feature_size(manifold, fourier)
+        # not saved in state dicts: a function of ``fourier``, so checkpoints stay compatible
+        torus = torch.tensor(_torus_multiples(fourier), dtype=torch.float64)
+        bounded = math.pi * 2.0 ** torch.arange(fourier, dtype=torch.float64)
+        self.register_buffer("_torus_freqs", torus, persistent=False)
+        self.register_buffer("_bounded_freqs", bounded, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """Features of points ``x`` of shape ``(B, *point_shape)``, shape ``(B, out_features)``."""
@@ -550,10 +594,10 @@ class ManifoldFeatures(nn.Module):
                 f"x must have shape (B, {', '.join(map(str, shape))}) on {self.manifold!r}, "
                 f"got {tuple(x.shape)}"
             )
-        return _features(self.manifold, x)
+        return _features(self.manifold, x, self._torus_freqs, self._bounded_freqs)
 
     def extra_repr(self) -> str:
-        return f"{self.manifold!r}, out_features={self.out_features}"
+        return f"{self.manifold!r}, fourier={self.fourier}, out_features={self.out_features}"
 
 
 class ManifoldMLP(nn.Module):
@@ -571,6 +615,7 @@ class ManifoldMLP(nn.Module):
         manifold: a manifold of the library; points have shape ``(B, *point_shape)``.
         hidden: width of the hidden layers.
         depth: number of hidden layers.
+        fourier: Fourier bands of the input features (see :class:`ManifoldFeatures`).
         **mlp_kwargs: further arguments of :class:`MLPVelocity` (``time_dim``,
             ``activation``, ``num_classes``, ``cond_dim``, ...).
 
@@ -585,12 +630,18 @@ class ManifoldMLP(nn.Module):
     """
 
     def __init__(
-        self, manifold: Manifold, hidden: int = 256, depth: int = 3, **mlp_kwargs: Any
+        self,
+        manifold: Manifold,
+        hidden: int = 256,
+        depth: int = 3,
+        *,
+        fourier: int = 0,
+        **mlp_kwargs: Any,
     ) -> None:
         super().__init__()
         if "out_dim" in mlp_kwargs:
             raise TypeError("out_dim is set by the manifold; do not pass it")
-        self.features = ManifoldFeatures(manifold)
+        self.features = ManifoldFeatures(manifold, fourier)
         self.manifold = manifold
         self._so3 = isinstance(manifold, SO3)
         self._se3 = isinstance(manifold, SE3)

@@ -411,3 +411,24 @@ def test_pose_plots_show_angles_axes_and_translations(tmp_path, monkeypatch):
     plot_points(tmp_path / "p.png", x, "se3", reference=x[:10])
     assert [name for name, _ in seen["axes"]] == ["rectilinear", "mollweide", "3d"]
     assert seen["axes"][2][1] == 3  # two point clouds and the arrows of the poses
+
+
+def test_fourier_bands_are_recorded_and_rebuilt(tmp_path):
+    x = _data("torus")
+    run = tmp_path / "run"
+    res = fit(x, space="torus", out=run, fourier=3, **FAST)
+    assert res.config["fourier"] == 3
+    assert res.model.features.fourier == 3 and res.model.features.out_features == 16
+    fm = load(run)
+    assert fm.model.features.fourier == 3
+    t = torch.rand(5, generator=torch.Generator().manual_seed(0))
+    z = torch.rand(5, 2, generator=torch.Generator().manual_seed(1)) * 6.0
+    torch.testing.assert_close(fm.model(z, t), res.model(z, t))
+    again = fit(x, space="torus", out=run, resume=True, **{**FAST, "steps": 18})
+    assert again.config["fourier"] == 3
+    with pytest.raises(ValueError, match="fourier = 1 differs from the checkpoint's 3"):
+        fit(x, space="torus", out=run, resume=True, fourier=1, **FAST)
+    with pytest.raises(ValueError, match="fourier must be an integer >= 0"):
+        fit(x, space="torus", fourier=-1)
+    with pytest.raises(ValueError, match="not to functions"):
+        fit(_data("functions"), space="functions", fourier=2)

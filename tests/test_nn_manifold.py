@@ -146,3 +146,63 @@ def test_manifold_mlp_on_se3_outputs_body_twists():
     raw = model.mlp(model.features(x), t)
     assert raw.shape == (5, 6)
     torch.testing.assert_close(se3.tangent_to_twist(x, u, frame="body"), raw)
+
+
+@given(seed=seeds, bands=st.integers(1, 6), d=st.integers(1, 3))
+def test_fourier_bands_on_the_torus_are_periodic_harmonics(seed, bands, d):
+    g = torch.Generator().manual_seed(seed)
+    torus = FlatTorus(d)
+    x = torus.random_uniform(5, generator=g, dtype=torch.float64)
+    f = ManifoldFeatures(torus, fourier=bands).double()
+    out = f(x)
+    assert out.shape == (5, f.out_features) == (5, 2 * d * (1 + bands))
+    torch.testing.assert_close(out[:, : 2 * d], ManifoldFeatures(torus)(x))  # base first
+    m = torch.arange(2, bands + 2, dtype=torch.float64)
+    ang = x[..., None] * m
+    expected = torch.cat([torch.sin(ang), torch.cos(ang)], -1).reshape(5, -1)
+    torch.testing.assert_close(out[:, 2 * d :], expected)
+    shift = 2 * math.pi * torch.randint(-2, 3, (5, d), generator=g).to(torch.float64)
+    torch.testing.assert_close(f(x + shift), out, atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("m", [Sphere(2), SO3()], ids=repr)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fourier_bands_of_bounded_coordinates(m, dtype):
+    g = torch.Generator().manual_seed(3)
+    x = m.random_uniform(7, generator=g, dtype=dtype)
+    f = ManifoldFeatures(m, fourier=3).to(dtype)
+    out = f(x)
+    n = math.prod(m.point_shape)
+    assert out.shape == (7, n * 7) and out.dtype == dtype
+    flat = x.reshape(7, -1)
+    torch.testing.assert_close(out[:, :n], flat)
+    freqs = math.pi * torch.tensor([1.0, 2.0, 4.0], dtype=dtype)
+    ang = flat[..., None] * freqs
+    torch.testing.assert_close(out[:, n:], torch.cat([ang.sin(), ang.cos()], -1).reshape(7, -1))
+    # a model with the bands still returns tangent vectors, with finite gradients
+    torch.manual_seed(0)
+    model = ManifoldMLP(m, hidden=16, depth=2, time_dim=8, fourier=3).to(dtype)
+    xr = x.clone().requires_grad_(True)
+    v = model(xr, torch.rand(7, generator=g, dtype=dtype))
+    assert _tangent_residual(m, x, v) < (1e-5 if dtype == torch.float32 else 1e-12)
+    v.square().sum().backward()
+    assert torch.isfinite(xr.grad).all()
+
+
+def test_fourier_bands_in_products_se3_and_refusals():
+    prod = Product(FlatTorus(1), Sphere(2), Euclidean(2))
+    f = ManifoldFeatures(prod, fourier=2)
+    assert f.out_features == 2 * 3 + 3 * 5 + 2  # Euclidean coordinates: no bands
+    x = prod.random(4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert f.double()(x).shape == (4, f.out_features)
+    se3 = mfm.SE3()
+    fs = ManifoldFeatures(se3, fourier=2)
+    assert fs.out_features == 12 + 18 * 2
+    p = se3.random(3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = fs.double()(p)
+    torch.testing.assert_close(out[:, :12], p[:, :3, :].reshape(3, 12))
+    assert ManifoldFeatures(se3, fourier=0).out_features == 12
+    assert "fourier=2" in repr(fs)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="fourier"):
+            ManifoldFeatures(Sphere(2), fourier=bad)
