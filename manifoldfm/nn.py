@@ -567,6 +567,9 @@ class ManifoldFeatures(nn.Module):
         27
     """
 
+    _torus_freqs: Tensor
+    _bounded_freqs: Tensor
+
     def __init__(self, manifold: Manifold, fourier: int = 0) -> None:
         super().__init__()
         if not isinstance(manifold, Manifold):
