@@ -35,6 +35,16 @@ and the trained operator samples on any grid (``FittedModel.sample(..., grid_siz
 (32 for fewer than 2000 curves, else 64), ``depth`` its number of Fourier layers (3, or 4 from
 20000 curves), with ``min(16, n // 2)`` Fourier modes.
 
+**Input features** (``fourier=None``): on the sphere the network sees each coordinate ``x``
+also through ``sin(pi 2^k x), cos(pi 2^k x)`` for ``k = 0, ..., 7`` (8 Fourier bands,
+:class:`~manifoldfm.nn.ManifoldFeatures`); other spaces use their plain features. An MLP on
+raw coordinates is slow to learn sharp densities: on the volcano data (seed 0, 20000 steps,
+selection by validation NLL) the test NLL was -1.51 nats without bands and -2.81, -3.28,
+-3.43, -3.13, -0.49 with 4, 6, 8, 10 and 12 bands; on the flood data 1.17 without and 0.78
+with 8. On tori, 3 or 7 extra harmonics changed the Ramachandran NLLs by less than their seed
+spread (Proline 0.641 -> 0.627 and 0.630, Glycine 2.464 -> 2.471), so tori keep the first
+harmonic only.
+
 **Steps** (``steps=None``): 100 passes over the training set (``100 * ceil(n / batch_size)``),
 at least 20000 and at most 50000 steps (functions: at least 5000, at most 20000). (On the volcano data, 20000 steps
 without early stopping gave a test NLL of -1.04 nats with a 128 x 3 network and -1.49 with
@@ -119,7 +129,7 @@ _SELECT = ("loss", "nll", "last")
 #: spaces where select=None means "nll": compact, low-dimensional, the literature reports NLL
 _NLL_SELECT = ("sphere", "torus", "so3")
 #: default Fourier bands of the input features per space (absent: none)
-_FOURIER: dict[str, int] = {}
+_FOURIER: dict[str, int] = {"sphere": 8}
 _SIGMA_MIN_FUNCTIONS = 1e-4
 _LENGTH_SCALE = 0.05
 
@@ -719,8 +729,9 @@ def fit(
             ``"nll"`` (lowest validation NLL; not for ``functions``) or ``"last"``
             (``None``: ``"nll"`` on sphere, torus and so3, ``"loss"`` elsewhere, or the
             checkpoint's choice when resuming).
-        fourier: Fourier bands of the network's input features (:class:`~manifoldfm.nn.ManifoldFeatures`;
-            ``None``: the space's default, see the module docstring); not for ``functions``.
+        fourier: Fourier bands of the network's input features
+            (:class:`~manifoldfm.nn.ManifoldFeatures`; ``None``: 8 on the sphere, 0 elsewhere,
+            see the module docstring); not for ``functions``.
         length_scale: ``functions`` only: the length scale of the Matern-5/2 noise on
             ``[0, 1]`` (``None``: 0.05).
         seed: seed of the split, the initialisation and every random draw.

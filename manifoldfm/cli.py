@@ -134,6 +134,12 @@ def _add_fit_parsers(sub: Any) -> None:
         default=None,
         help="record the validation NLL every N evaluations (default: never; 1 with --select nll)",
     )
+    fit.add_argument(
+        "--fourier",
+        type=int,
+        default=None,
+        help="Fourier bands of the network's input features (default: 8 on sphere, else 0)",
+    )
     fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     fit.add_argument("--device", default="cpu", help="training device (default: cpu)")
     fit.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -563,6 +569,7 @@ def _run_api(args: argparse.Namespace) -> int:
             patience=args.patience if args.patience > 0 else None,
             val_nll_every=args.val_nll_every,
             select=args.select,
+            fourier=args.fourier,
             seed=args.seed,
             device=args.device,
             dtype=getattr(torch, args.dtype),

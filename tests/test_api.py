@@ -66,6 +66,7 @@ def test_fit_load_sample_resume_evaluate(space, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["version"] == manifoldfm.__version__
     assert config["space"] == space and config["steps_done"] == 12
+    assert config["fourier"] == (8 if space == "sphere" else 0)  # the default input bands
     assert [h[0] for h in res.history] == [6, 12]
     assert all(math.isfinite(v) for h in res.history for v in h)
     by_nll = space in ("sphere", "torus", "so3")  # the default selection there
