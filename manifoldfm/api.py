@@ -39,11 +39,12 @@ and the trained operator samples on any grid (``FittedModel.sample(..., grid_siz
 also through ``sin(pi 2^k x), cos(pi 2^k x)`` for ``k = 0, ..., 7`` (8 Fourier bands,
 :class:`~manifoldfm.nn.ManifoldFeatures`); other spaces use their plain features. An MLP on
 raw coordinates is slow to learn sharp densities: on the volcano data (seed 0, 20000 steps,
-selection by validation NLL) the test NLL was -1.51 nats without bands and -2.81, -3.28,
--3.43, -3.13, -0.49 with 4, 6, 8, 10 and 12 bands; on the flood data 1.17 without and 0.78
-with 8. On tori, 3 or 7 extra harmonics changed the Ramachandran NLLs by less than their seed
-spread (Proline 0.641 -> 0.627 and 0.630, Glycine 2.464 -> 2.471), so tori keep the first
-harmonic only.
+selection by validation NLL) the test NLL was -1.51 nats without bands and -2.94, -3.28,
+-3.37, -3.13, -0.49 with 4, 6, 8, 10 and 12 bands (-3.35 +- 0.23 over 5 seeds with 8); on the
+flood data 1.17 without and 0.78 with 8. On tori, 3 or 7 extra harmonics changed the
+Ramachandran NLLs by less than their seed spread (Proline 0.641 -> 0.627 and 0.630, Glycine
+2.464 -> 2.471), and on SO(3) (a synthetic IGSO(3) mixture) 6 bands did worse, so the other
+spaces keep their plain features.
 
 **Steps** (``steps=None``): 100 passes over the training set (``100 * ceil(n / batch_size)``),
 at least 20000 and at most 50000 steps (functions: at least 5000, at most 20000). (On the volcano data, 20000 steps
