@@ -65,9 +65,9 @@ up to 1024 validation points (RK4, 20 steps, exact divergence) is also recorded 
 lowest validation loss; ``"nll"`` those of the lowest validation NLL (the Riemannian Flow
 Matching protocol; the NLL is then measured at every evaluation unless ``val_nll_every`` says
 otherwise, and ``patience`` counts NLL evaluations); ``"last"`` the final EMA weights (no
-selection; ``patience`` does not apply). The default is ``"nll"`` on the sphere, tori and SO(3)
-(compact and low-dimensional: the NLL is what the literature reports, and exact divergences
-are cheap there) and ``"loss"`` elsewhere. On the volcano data, 20000 steps, selection by the
+selection; ``patience`` does not apply). The default is ``"nll"`` on SO(3) and on spheres and
+tori of at most 4 coordinates (compact and low-dimensional: the NLL is what the literature
+reports, and exact divergences are cheap there) and ``"loss"`` elsewhere. On the volcano data, 20000 steps, selection by the
 validation NLL gave a test NLL of -1.56 +- 0.12 nats against -1.45 +- 0.08 by the loss (5
 seeds; better on 4 seeds, equal on the fifth).
 
@@ -100,6 +100,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,8 +128,12 @@ _FORMAT = 1
 _VAL_PAIRS = 2048
 _VAL_NLL_POINTS = 1024
 _SELECT = ("loss", "nll", "last")
-#: spaces where select=None means "nll": compact, low-dimensional, the literature reports NLL
+#: spaces where select=None means "nll" (compact; the literature reports NLL), up to this
+#: many coordinates per point (sphere: ambient, torus: angles), where exact divergences are cheap
 _NLL_SELECT = ("sphere", "torus", "so3")
+_NLL_SELECT_MAX_DIM = 4
+#: the value of settings added to the checkpoint after its first format, for older checkpoints
+_OLD_DEFAULTS: dict[str, Any] = {"select": "loss", "fourier": 0}
 #: default Fourier bands of the input features per space (absent: none)
 _FOURIER: dict[str, int] = {"sphere": 8}
 _SIGMA_MIN_FUNCTIONS = 1e-4
@@ -368,7 +373,8 @@ class FitResult:
             ``"last"``: the last validation loss) or the validation NLL (``select="nll"``).
         stopped_early: whether early stopping ended training before ``steps``.
         out: the run folder, or ``None`` when nothing was written.
-        val_nll: ``(step, val_nll)`` pairs when ``val_nll_every`` was set.
+        val_nll: ``(step, val_nll)`` pairs of every validation-NLL measurement (with
+            ``val_nll_every`` or ``select="nll"``).
 
     Example:
         >>> import torch
@@ -728,11 +734,15 @@ def fit(
             never, or every evaluation with ``select="nll"``); not for ``functions``.
         select: which EMA weights the run keeps: ``"loss"`` (lowest validation loss),
             ``"nll"`` (lowest validation NLL; not for ``functions``) or ``"last"``
-            (``None``: ``"nll"`` on sphere, torus and so3, ``"loss"`` elsewhere, or the
-            checkpoint's choice when resuming).
+            (``None``: ``"nll"`` on so3 and on spheres and tori of at most 4 coordinates,
+            ``"loss"`` elsewhere, or the checkpoint's choice when resuming). With ``"nll"`` the
+            NLL is also measured at the last step; if no measurement is finite (a diverged
+            flow), the last weights are kept with a ``RuntimeWarning``.
         fourier: Fourier bands of the network's input features
             (:class:`~manifoldfm.nn.ManifoldFeatures`; ``None``: 8 on the sphere, 0 elsewhere,
-            see the module docstring); not for ``functions``.
+            see the module docstring); bands apply to bounded coordinates only (on se3 the
+            rotation block), so a nonzero value on ``euclidean`` or ``functions`` is a
+            ``ValueError``.
         length_scale: ``functions`` only: the length scale of the Matern-5/2 noise on
             ``[0, 1]`` (``None``: 0.05).
         seed: seed of the split, the initialisation and every random draw.
@@ -741,9 +751,13 @@ def fit(
         dtype: floating dtype of the model and data.
         progress: show a tqdm progress bar (rank 0 only).
         resume: continue from ``out``'s checkpoint (same data; ``steps`` may be raised to
-            train longer). The run keeps the checkpoint's seed, model size, noise, learning
-            rate, EMA, coupling and batch size; a ``hidden``, ``depth`` or ``length_scale``
-            that differs from them is a ``ValueError``, the other arguments are not used.
+            train longer). The run keeps the checkpoint's seed, model size, Fourier bands,
+            noise, selection rule, learning rate, EMA, coupling and batch size; a ``hidden``,
+            ``depth``, ``fourier``, ``select`` or ``length_scale`` that differs from them is a
+            ``ValueError`` (checkpoints written before ``select`` and ``fourier`` existed
+            count as ``"loss"`` and 0); ``val_nll_every`` (default: the checkpoint's),
+            ``patience`` and ``eval_every`` apply to the rest of the run; the other arguments
+            are not used.
         overwrite: allow a new run to replace the checkpoint in ``out``.
         read_kwargs: options of :func:`~manifoldfm.data.read_points` when ``data`` is a file.
 
@@ -783,8 +797,11 @@ def fit(
             )
     if fourier is not None:
         _check_positive_int(fourier, "fourier", minimum=0)
-        if space == "functions":
-            raise ValueError("fourier applies to the MLP spaces, not to functions")
+        if space in ("functions", "euclidean") and fourier:
+            raise ValueError(
+                f"fourier bands apply to bounded coordinates (sphere, torus, so3, the rotations "
+                f"of se3), not to {space}"
+            )
     if select is not None:
         if select not in _SELECT:
             raise ValueError(f"unknown select {select!r}; choose one of {', '.join(_SELECT)}")
@@ -947,9 +964,10 @@ def _fit_run(
             "fourier": fourier,
         }
         for key, value in given.items():
-            if value is not None and config.get(key) is not None and value != config[key]:
+            stored = config.get(key, _OLD_DEFAULTS.get(key))
+            if value is not None and stored is not None and value != stored:
                 raise ValueError(
-                    f"{key} = {value!r} differs from the checkpoint's {config[key]!r}; a "
+                    f"{key} = {value!r} differs from the checkpoint's {stored!r}; a "
                     "resumed run keeps its model and noise (start a new run to change them)"
                 )
         hidden, depth = int(config["hidden"]), int(config["depth"])
@@ -975,7 +993,8 @@ def _fit_run(
         total = steps if steps is not None else _default_steps(train64.shape[0], batch_size, space)
         if space == "functions" and length_scale is None:
             length_scale = _LENGTH_SCALE
-        select = select or ("nll" if space in _NLL_SELECT else "loss")
+        by_nll = space == "so3" or (space in _NLL_SELECT and dim <= _NLL_SELECT_MAX_DIM)
+        select = select or ("nll" if by_nll else "loss")
         fourier = _default_fourier(space) if fourier is None else fourier
         if select == "nll" and val_nll_every is None:
             val_nll_every = 1
@@ -1180,7 +1199,8 @@ def _fit_run(
             history.append((step, train_mean, v))
             running, count = 0.0, 0
             metric: float | None = v if select != "nll" else None
-            if val_nll_every is not None and len(history) % val_nll_every == 0:
+            due = val_nll_every is not None and len(history) % val_nll_every == 0
+            if due or (select == "nll" and step == total):
                 nll = dist_info.on_rank0(val_nll, cdev)
                 nll_history.append((step, nll))
                 if select == "nll":
@@ -1199,6 +1219,18 @@ def _fit_run(
                 stopped = True
                 break
     bar.close()
+    if select == "nll" and not math.isfinite(best_val) and step > start_step:
+        # every validation NLL was infinite (a diverged flow): keep the last weights, not the
+        # initial ones, and say so
+        warnings.warn(
+            f"no finite validation NLL in {len(nll_history)} measurement(s); the run keeps its "
+            "last EMA weights",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        best_model.load_state_dict(ema_model.state_dict())
+        best_step = step
+        save(step)
     if step == start_step:  # nothing to train (resumed at the end)
         save(step)
     best_model.eval()

@@ -125,14 +125,15 @@ def _add_fit_parsers(sub: Any) -> None:
         "--select",
         choices=("loss", "nll", "last"),
         default=None,
-        help="weights kept: lowest validation NLL (default on sphere, torus, so3), lowest "
-        "validation loss (default elsewhere), or last",
+        help="weights kept: lowest validation NLL (default on so3 and on spheres and tori of "
+        "at most 4 coordinates), lowest validation loss (default elsewhere), or last",
     )
     fit.add_argument(
         "--val-nll-every",
         type=int,
         default=None,
-        help="record the validation NLL every N evaluations (default: never; 1 with --select nll)",
+        help="record the validation NLL every N evaluations (default: every evaluation when "
+        "the weights are selected by NLL, else never)",
     )
     fit.add_argument(
         "--fourier",
@@ -312,7 +313,8 @@ def plot_points(
                 ax_t.scatter(*t.T.numpy(), s=2, alpha=0.4, color=color)
             # the poses themselves: the body x axis of up to 60 samples as short arrows
             y = sets[-1][0][:60]
-            spread = float(sets[-1][0][:, :3, 3].std(0).norm()) or 1.0
+            spread = float(sets[-1][0][:, :3, 3].std(0).norm())
+            spread = spread if math.isfinite(spread) and spread > 0 else 1.0
             ax_t.quiver(
                 *y[:, :3, 3].T.numpy(),
                 *y[:, :3, 0].T.numpy(),

@@ -502,7 +502,7 @@ def _feature_size(manifold: Manifold, bands: int = 0) -> int:
 
 def _bands(x: Tensor, freqs: Tensor) -> Tensor:
     """``(B, F) -> (B, 2 F K)``: ``sin`` and ``cos`` of every coordinate times every frequency."""
-    ang = x[..., None] * freqs.to(x.dtype)
+    ang = x[..., None] * freqs.to(device=x.device, dtype=x.dtype)
     return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1).reshape(x.shape[0], -1)
 
 
@@ -545,7 +545,8 @@ class ManifoldFeatures(nn.Module):
     through ``cos(m a), sin(m a)`` for ``m = 2, ..., K + 1`` (integer multiples: still
     periodic), the coordinates ``x`` of spheres and SO(3) (and the rotation block of SE(3)),
     which lie in ``[-1, 1]``, through ``sin(pi 2^k x), cos(pi 2^k x)`` for ``k = 0, ..., K - 1``.
-    Euclidean coordinates (unbounded) are left as they are.
+    Euclidean coordinates (unbounded), including the translations of SE(3), are left as they
+    are.
 
     Args:
         manifold: a manifold of the library.

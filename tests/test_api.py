@@ -229,19 +229,20 @@ def test_select_last_and_nll_patience(tmp_path):
     res = fit(x, space="euclidean", select="last", **FAST)
     assert res.best_step == 12 and res.best_val == res.history[-1][2]
     # patience counts NLL evaluations: a learning rate that wrecks the model stops the run
-    res = fit(
-        x,
-        space="euclidean",
-        select="nll",
-        val_nll_every=2,
-        patience=1,
-        steps=400,
-        batch_size=16,
-        eval_every=2,
-        lr=50.0,
-        ema=0.0,
-        progress=False,
-    )
+    with pytest.warns(RuntimeWarning, match="no finite validation NLL"):
+        res = fit(
+            x,
+            space="euclidean",
+            select="nll",
+            val_nll_every=2,
+            patience=1,
+            steps=400,
+            batch_size=16,
+            eval_every=2,
+            lr=50.0,
+            ema=0.0,
+            progress=False,
+        )
     assert res.stopped_early and res.config["steps_done"] < 400
     assert res.config["steps_done"] == res.val_nll[-1][0]
     # a resumed run keeps the checkpoint's selection, and refuses another one
@@ -433,3 +434,41 @@ def test_fourier_bands_are_recorded_and_rebuilt(tmp_path):
         fit(x, space="torus", fourier=-1)
     with pytest.raises(ValueError, match="not to functions"):
         fit(_data("functions"), space="functions", fourier=2)
+
+
+def test_select_nll_measures_the_last_step_and_never_keeps_the_initial_weights():
+    x = _data("euclidean")
+    # fewer evaluations than val_nll_every: the NLL is still measured at the last step
+    res = fit(x, space="euclidean", select="nll", val_nll_every=7, **{**FAST, "eval_every": 2})
+    assert [s for s, _ in res.val_nll] == [12] and res.best_step == 12
+    # a diverged flow: every NLL is +inf, the run keeps its last EMA weights and warns
+    with pytest.warns(RuntimeWarning, match="no finite validation NLL"):
+        bad = fit(x, space="euclidean", select="nll", lr=50.0, ema=0.0, **FAST)
+    assert all(v == math.inf for _, v in bad.val_nll)
+    assert bad.best_step == 12 and bad.config["best_step"] == 12
+
+
+def test_resuming_a_checkpoint_from_before_select_and_fourier(tmp_path):
+    x = _data("torus")
+    run = tmp_path / "run"
+    fit(x, space="torus", out=run, select="loss", **FAST)
+    cfg_file = run / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    for key in ("select", "fourier", "val_nll_every"):
+        del cfg[key]
+    cfg_file.write_text(json.dumps(cfg))
+    for kwargs in ({"select": "nll"}, {"fourier": 8}):
+        with pytest.raises(ValueError, match="differs from the checkpoint"):
+            fit(x, space="torus", out=run, resume=True, **kwargs, **FAST)
+    res = fit(x, space="torus", out=run, resume=True, **{**FAST, "steps": 18})
+    assert res.config["select"] == "loss" and res.config["fourier"] == 0
+
+
+def test_default_selection_and_bands_depend_on_space_and_dimension():
+    five = torch.rand(40, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    res = fit(five * 6.0, space="torus", steps=2, batch_size=8, progress=False)
+    assert res.config["select"] == "loss"  # a 5-torus: exact divergences cost more
+    assert res.config["fourier"] == 0
+    with pytest.raises(ValueError, match="bounded coordinates"):
+        fit(_data("euclidean"), space="euclidean", fourier=2)
+    assert fit(_data("euclidean"), space="euclidean", fourier=0, steps=2).config["fourier"] == 0

@@ -250,11 +250,16 @@ def test_gp_functions_on_scattered_2d_points_and_refusals(dtype):
     f = gp_functions(10, pts, 0.2, nu=1.5, generator=torch.Generator().manual_seed(2))
     assert f.shape == (10, 50) and f.dtype == dtype and torch.isfinite(f).all()
     assert gp_functions(0, pts).shape == (0, 50)
+    from_tensor = gp_functions(4, pts, torch.tensor([0.2, 0.3]), generator=torch.Generator())
+    assert from_tensor.shape == (4, 50)
+    with pytest.raises(TypeError, match="length_scales"):
+        gp_functions(3, pts, "0.2")  # type: ignore[arg-type]
     for kwargs, message in (
         ({"length_scales": ()}, "length_scales"),
         ({"length_scales": (0.1, -1.0)}, "length_scales"),
         ({"nu": 2.0}, "nu must be"),
         ({"std": 0.0}, "std must be"),
+        ({"std": True}, "std must be"),
     ):
         with pytest.raises(ValueError, match=message):
             gp_functions(3, pts, **kwargs)

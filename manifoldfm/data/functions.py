@@ -422,14 +422,22 @@ def gp_functions(
 
     n = _check_n(n)
     _check_generator(generator)
-    scales = (length_scales,) if isinstance(length_scales, (int, float)) else tuple(length_scales)
+    if isinstance(length_scales, Tensor):
+        length_scales = tuple(length_scales.detach().cpu().reshape(-1).tolist())
+    if isinstance(length_scales, (int, float)):
+        length_scales = (length_scales,)
+    if not isinstance(length_scales, (tuple, list)):
+        raise TypeError(
+            f"length_scales must be a number or a sequence of numbers, got {length_scales!r}"
+        )
+    scales = tuple(length_scales)
     if not scales or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in scales
     ):
         raise ValueError(f"length_scales must be positive numbers, got {length_scales!r}")
     if nu not in (0.5, 1.5, 2.5):
         raise ValueError(f"nu must be 0.5, 1.5 or 2.5, got {nu!r}")
-    if not (isinstance(std, (int, float)) and 0 < std < math.inf):
+    if isinstance(std, bool) or not (isinstance(std, (int, float)) and 0 < std < math.inf):
         raise ValueError(f"std must be a positive number, got {std!r}")
     if not isinstance(points, Tensor) or not points.is_floating_point():
         raise TypeError(f"points must be a floating torch.Tensor, got {points!r:.60}")
