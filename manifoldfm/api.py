@@ -44,7 +44,9 @@ selection by validation NLL) the test NLL was -1.51 nats without bands and -2.94
 flood data 1.17 without and 0.78 with 8. On tori, 3 or 7 extra harmonics changed the
 Ramachandran NLLs by less than their seed spread (Proline 0.641 -> 0.627 and 0.630, Glycine
 2.464 -> 2.471), and on SO(3) (a synthetic IGSO(3) mixture) 6 bands did worse, so the other
-spaces keep their plain features.
+spaces keep their plain features. The bands cost a little on smooth densities: on a
+von Mises-Fisher mixture (kappa 40) 0.740 nats with them, 0.689 without (truth 0.674); pass
+``fourier=0`` for a target known to be smooth.
 
 **Steps** (``steps=None``): 100 passes over the training set (``100 * ceil(n / batch_size)``),
 at least 20000 and at most 50000 steps (functions: at least 5000, at most 20000). (On the volcano data, 20000 steps
