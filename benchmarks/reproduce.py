@@ -206,22 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             per_seed.append(r)
             print(row, r, flush=True)
         settings = {
-            k: getattr(args, k)
-            for k in (
-                "steps",
-                "hidden",
-                "depth",
-                "batch_size",
-                "lr",
-                "patience",
-                "length_scale",
-                "select",
-                "fourier",
-                "coupling",
-                "nll_steps",
-                "ode_steps",
-                "n_gen",
-            )
+            k: getattr(args, k) for k in (*OVERRIDES, "coupling", "nll_steps", "ode_steps", "n_gen")
         }
         result = {
             "row": row,
