@@ -49,9 +49,10 @@ von Mises-Fisher mixture (kappa 40) 0.740 nats with them, 0.689 without (truth 0
 ``fourier=0`` for a target known to be smooth.
 
 **Steps** (``steps=None``): 100 passes over the training set (``100 * ceil(n / batch_size)``),
-at least 20000 and at most 50000 steps (functions: at least 5000, at most 20000). (On the volcano data, 20000 steps
-without early stopping gave a test NLL of -1.04 nats with a 128 x 3 network and -1.49 with
-256 x 4, against 1.32 after 2600 steps; see the results page of the docs.)
+at least 20000 and at most 50000 steps (functions: at least 5000, at most 20000). (On the
+volcano data, 20000 steps without early stopping gave a test NLL of -1.04 nats with a 128 x 3
+network and -1.49 with 256 x 4, against 1.32 after 2600 steps; see the results page of the
+docs.)
 
 **Validation.** ``val_fraction`` of the points (at least one) are held out. Every
 ``eval_every`` steps the conditional flow-matching loss of the EMA model is measured on a
@@ -69,9 +70,9 @@ Matching protocol; the NLL is then measured at every evaluation unless ``val_nll
 otherwise, and ``patience`` counts NLL evaluations); ``"last"`` the final EMA weights (no
 selection; ``patience`` does not apply). The default is ``"nll"`` on SO(3) and on spheres and
 tori of at most 4 coordinates (compact and low-dimensional: the NLL is what the literature
-reports, and exact divergences are cheap there) and ``"loss"`` elsewhere. On the volcano data, 20000 steps, selection by the
-validation NLL gave a test NLL of -1.56 +- 0.12 nats against -1.45 +- 0.08 by the loss (5
-seeds; better on 4 seeds, equal on the fifth).
+reports, and exact divergences are cheap there) and ``"loss"`` elsewhere. On the volcano
+data, 20000 steps, selection by the validation NLL gave a test NLL of -1.56 +- 0.12 nats
+against -1.45 +- 0.08 by the loss (5 seeds; better on 4 seeds, equal on the fifth).
 
 **Run folders.** A folder that already holds a checkpoint is never replaced silently:
 ``resume=True`` continues it, ``overwrite=True`` starts afresh in it, anything else is a
@@ -325,11 +326,6 @@ def _build_model(space: str, manifold: Any, hidden: int, depth: int, fourier: in
     if space == "functions":
         return _FunctionField(hidden, depth, _modes(int(manifold.dim)))
     return ManifoldMLP(manifold, hidden=hidden, depth=depth, fourier=fourier)
-
-
-def _default_fourier(space: str) -> int:
-    """Fourier bands of the input features (see :class:`~manifoldfm.nn.ManifoldFeatures`)."""
-    return _FOURIER.get(space, 0)
 
 
 def _as_points(
@@ -634,7 +630,8 @@ class _Dist:
         if any(other != every[0] for other in every[1:]):
             raise ValueError(
                 "fit got different arguments on different processes (out given, resume, "
-                f"overwrite, steps, batch_size, seed, data shape): {every}"
+                f"overwrite, steps, batch_size, seed, data shape, select, val_nll_every, "
+                f"patience): {every}"
             )
 
 
@@ -809,8 +806,6 @@ def fit(
             raise ValueError(f"unknown select {select!r}; choose one of {', '.join(_SELECT)}")
         if select == "nll" and space == "functions":
             raise ValueError('select="nll": functions have no likelihood; use "loss" or "last"')
-        if select == "last" and patience is not None:
-            raise ValueError('patience needs a selection metric; select="last" has none')
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if not (0.0 <= ema < 1.0):
@@ -976,8 +971,8 @@ def _fit_run(
         norm = config["normalisation"]
         seed = int(config["seed"])
         length_scale = config.get("length_scale")
-        select = str(config.get("select", "loss"))
-        fourier = int(config.get("fourier", 0))
+        select = str(config.get("select", _OLD_DEFAULTS["select"]))
+        fourier = int(config.get("fourier", _OLD_DEFAULTS["fourier"]))
         if val_nll_every is None:
             val_nll_every = config.get("val_nll_every")
         # the optimiser, schedule and EMA continue from the checkpoint's settings
@@ -995,9 +990,9 @@ def _fit_run(
         total = steps if steps is not None else _default_steps(train64.shape[0], batch_size, space)
         if space == "functions" and length_scale is None:
             length_scale = _LENGTH_SCALE
-        by_nll = space == "so3" or (space in _NLL_SELECT and dim <= _NLL_SELECT_MAX_DIM)
+        by_nll = space in _NLL_SELECT and dim <= _NLL_SELECT_MAX_DIM  # so3: dim 3
         select = select or ("nll" if by_nll else "loss")
-        fourier = _default_fourier(space) if fourier is None else fourier
+        fourier = _FOURIER.get(space, 0) if fourier is None else fourier
         if select == "nll" and val_nll_every is None:
             val_nll_every = 1
     if select == "last" and patience is not None:
@@ -1304,7 +1299,7 @@ def load(
         manifold,
         int(config["hidden"]),
         int(config["depth"]),
-        int(config.get("fourier") or 0),
+        int(config.get("fourier", _OLD_DEFAULTS["fourier"])),
     )
     state = torch.load(model_file, map_location="cpu", weights_only=True)
     model.load_state_dict(state["best"])

@@ -230,6 +230,13 @@ def write_points(file: Path, points: torch.Tensor, space: str) -> None:
     np.savetxt(file, table.numpy(), delimiter=",", header=",".join(names), comments="", fmt="%.10g")
 
 
+def _lon_lat(v: torch.Tensor) -> tuple[Any, Any]:
+    """Longitude and latitude (radians, NumPy) of the directions of ``(N, 3)`` vectors, by atan2."""
+    lon = torch.atan2(v[:, 1], v[:, 0])
+    lat = torch.atan2(v[:, 2], torch.hypot(v[:, 0], v[:, 1]))
+    return lon.numpy(), lat.numpy()
+
+
 def plot_points(
     file: Path,
     points: torch.Tensor,
@@ -242,8 +249,8 @@ def plot_points(
     equal-area Mollweide map (S^2), the square of the first two angles (tori), the histogram
     of rotation angles against the uniform (Haar) density ``(1 - cos a) / pi`` beside an
     equal-area map of the rotation axes (so3; se3 adds the translations in 3-D with the body
-    x axes of 60 poses as arrows), or up to 20 curves over the grid ``i / n`` with the pointwise mean and a band
-    of two standard deviations (functions). With ``reference`` (e.g. held-out data), it is
+    x axes of 60 poses as arrows), or up to 20 curves over the grid ``i / n`` with the
+    pointwise mean and a band of two standard deviations (functions). With ``reference`` (e.g. held-out data), it is
     drawn in grey under the points (``manifoldfm evaluate`` plots data against samples).
 
     Example:
@@ -271,9 +278,8 @@ def plot_points(
         fig = plt.figure(figsize=(8, 4.5))
         ax = fig.add_subplot(111, projection="mollweide")
         for y, name, color in sets:
-            lat = torch.asin(y[:, 2].clamp(-1, 1))
-            lon = torch.atan2(y[:, 1], y[:, 0])
-            ax.scatter(lon.numpy(), lat.numpy(), s=2, alpha=0.5, color=color, label=name)
+            lon, lat = _lon_lat(y)
+            ax.scatter(lon, lat, s=2, alpha=0.5, color=color, label=name)
         ax.grid(True)
     elif space in ("so3", "se3"):
         from .manifolds.so3 import rotmat_to_rotvec
@@ -295,10 +301,8 @@ def plot_points(
                 label=name,
             )
             keep = ang > 1e-6  # the axis of the identity is undefined
-            n = w[keep] / ang[keep, None]
-            lat = torch.asin(n[:, 2].clamp(-1, 1))
-            lon = torch.atan2(n[:, 1], n[:, 0])
-            ax_axes.scatter(lon.numpy(), lat.numpy(), s=2, alpha=0.5, color=color)
+            lon, lat = _lon_lat(w[keep])  # the axis direction
+            ax_axes.scatter(lon, lat, s=2, alpha=0.5, color=color)
         a = torch.linspace(0, math.pi, 200)
         ax.plot(a.numpy(), ((1 - torch.cos(a)) / math.pi).numpy(), "k--", label="uniform (Haar)")
         ax.set_xlabel("rotation angle (rad)")

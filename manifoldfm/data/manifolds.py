@@ -19,6 +19,7 @@ import csv
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -82,6 +83,27 @@ def _candidates(
     return manifold.random_uniform(m, generator=generator, dtype=torch.float64, device=device)
 
 
+def _separated_mixture(
+    k: int,
+    value: float | Sequence[float],
+    name: str,
+    manifold: Sphere | FlatTorus | SO3,
+    dist: Callable[[Tensor, Tensor], Tensor],
+    component: Callable[[Tensor, float], Any],
+    *,
+    weights: Sequence[float] | None,
+    generator: torch.Generator | None,
+    allow_zero: bool = False,
+) -> Mixture:
+    """``k`` components ``component(centre, value)`` at greedily separated centres."""
+    k = _check_k(k)
+    values = [
+        check_positive(v, name, allow_zero=allow_zero) for v in _per_component(value, k, name)
+    ]
+    centres = _farthest(_candidates(k, manifold, generator), k, dist)
+    return Mixture([component(centres[i], values[i]) for i in range(k)], weights)
+
+
 def sphere_vmf_mixture(
     k: int = 4,
     concentration: float | Sequence[float] = 50.0,
@@ -113,15 +135,18 @@ def sphere_vmf_mixture(
         >>> x.shape, mix.log_prob(x).shape
         (torch.Size([100, 3]), torch.Size([100]))
     """
-    k = _check_k(k)
-    kappas = [
-        check_positive(v, "concentration", allow_zero=True)
-        for v in _per_component(concentration, k, "concentration")
-    ]
     sphere = Sphere(d)
-    means = _farthest(_candidates(k, sphere, generator), k, lambda a, b: sphere.dist(a, b))
-    comps = [VonMisesFisher(means[i], kappas[i]) for i in range(k)]
-    return Mixture(comps, weights)
+    return _separated_mixture(
+        k,
+        concentration,
+        "concentration",
+        sphere,
+        sphere.dist,
+        VonMisesFisher,
+        weights=weights,
+        generator=generator,
+        allow_zero=True,
+    )
 
 
 def torus_wrapped_mixture(
@@ -157,16 +182,17 @@ def torus_wrapped_mixture(
         >>> x.shape, bool(((x >= 0) & (x < 2 * torch.pi)).all())
         (torch.Size([100, 2]), True)
     """
-    k = _check_k(k)
-    scales = [check_positive(v, "scale") for v in _per_component(scale, k, "scale")]
     torus = FlatTorus(d)
 
     def tdist(a: Tensor, b: Tensor) -> Tensor:
         return wrap_difference(a - b).norm(dim=-1)
 
-    means = _farthest(_candidates(k, torus, generator), k, tdist)
-    comps = [WrappedNormal(torus, means[i], scales[i]) for i in range(k)]
-    return Mixture(comps, weights)
+    def component(mean: Tensor, s: float) -> WrappedNormal:
+        return WrappedNormal(torus, mean, s)
+
+    return _separated_mixture(
+        k, scale, "scale", torus, tdist, component, weights=weights, generator=generator
+    )
 
 
 def so3_igso3_mixture(
@@ -202,11 +228,14 @@ def so3_igso3_mixture(
         >>> r.shape, mix.log_prob(r).shape
         (torch.Size([100, 3, 3]), torch.Size([100]))
     """
-    k = _check_k(k)
-    sigmas = [check_positive(v, "sigma") for v in _per_component(sigma, k, "sigma")]
     so3 = SO3()
-    centres = _farthest(_candidates(k, so3, generator), k, lambda a, b: so3.dist(a, b))
-    return Mixture([IGSO3(sigmas[i], loc=centres[i]) for i in range(k)], weights)
+
+    def component(centre: Tensor, s: float) -> IGSO3:
+        return IGSO3(s, loc=centre)
+
+    return _separated_mixture(
+        k, sigma, "sigma", so3, so3.dist, component, weights=weights, generator=generator
+    )
 
 
 # ---------------------------------------------------------------------------------------------
