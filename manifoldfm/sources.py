@@ -1399,7 +1399,8 @@ def _igso3_half_angle_rows(
     ``2^-53`` from either end); ``sigma = 0`` gives the angle 0 and ``sigma >= 6.4`` the
     Haar law. ``sigma_max`` (a Python bound) sizes the table: it covers ``[0, sigma_max]``
     rounded up to the table's block of sigma rows, and entries beyond the covered range are
-    treated as its upper end (give a bound no smaller than the largest ``sigma``). Differentiable in ``sigma`` (the quantile's slope at fixed ``u``).
+    treated as its upper end (give a bound no smaller than the largest ``sigma``).
+    Differentiable in ``sigma`` (the quantile's slope at fixed ``u``).
     """
     intervals = _igso3_row_intervals(sigma_max)
     table = _igso3_row_table(intervals, u.device, dtype)

@@ -38,7 +38,8 @@ class StochasticGeodesicPath:
       :class:`~manifoldfm.sources.IGSO3`), one ``sigma_t`` per sample, drawn by inverse CDF
       from a table of the angle's quantiles over ``(sigma, u)`` (built on first use for the
       path's range of ``sigma_t`` and cached: about 0.2 s with FoldFlow's defaults on an
-      idle CPU core, a few seconds for the largest ranges; the sampled angle's CDF is within 2e-7 of the exact one, 1e-6 in float32): a
+      idle CPU core, a few seconds for the largest ranges; the sampled angle's CDF is within
+      2e-7 of the exact one, 1e-6 in float32): a
       fixed number of elementwise operations, no host-device synchronisation (no ``.item()``,
       boolean indexing or data-dependent loop), so a training step on a GPU does not wait
       for the noise, and differentiable in ``t``.
