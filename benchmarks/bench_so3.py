@@ -224,6 +224,7 @@ def _ks(angles: torch.Tensor, cdf: Callable[[torch.Tensor], torch.Tensor]) -> fl
 def run_igso3(args: argparse.Namespace) -> dict[str, Any]:
     from manifoldfm.manifolds.so3 import rotation_angle
 
+    device = torch.device(args.device)
     rows = []
     for sigma in args.sigmas:
         src = mfm.IGSO3(sigma)
@@ -235,12 +236,18 @@ def run_igso3(args: argparse.Namespace) -> dict[str, Any]:
         table_ms = (time.perf_counter() - start) * 1e3
         rng = np.random.default_rng(args.seed)  # a local generator, not NumPy's global one
         for n in args.igso3_n:
-            g = torch.Generator().manual_seed(args.seed)
+            g = torch.Generator(device=device).manual_seed(args.seed)
             fns = {
-                "ours": lambda n=n, g=g, src=src: src.sample(n, generator=g, dtype=torch.float32),
-                "table": lambda n=n, tab=table, rng=rng: _igso3_numpy_sample(tab, n, rng).float(),
+                "ours": lambda n=n, g=g, src=src: src.sample(
+                    n, generator=g, dtype=torch.float32, device=device
+                ),
+                # the table sampler draws on the host (as the table-based trainers do) and
+                # hands the rotations to the device
+                "table": lambda n=n, tab=table, rng=rng: _igso3_numpy_sample(tab, n, rng).to(
+                    device=device, dtype=torch.float32
+                ),
             }
-            timings = compare_timings(fns, rounds=args.rounds, warmup=1)
+            timings = compare_timings(fns, device=device, rounds=args.rounds, warmup=1)
             rows.append(
                 {
                     "sigma": sigma,
@@ -261,7 +268,7 @@ def run_igso3(args: argparse.Namespace) -> dict[str, Any]:
             f"KS ours {rows[-1]['ks_ours']:.4f} table {rows[-1]['ks_table']:.4f}",
             flush=True,
         )
-    return {"rows": rows}
+    return {"device": str(torch.device(args.device)), "rows": rows}
 
 
 def _se3_path_fns(

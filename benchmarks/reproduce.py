@@ -122,6 +122,7 @@ def run_seed(row: str, space: str, x: torch.Tensor, seed: int, args: argparse.Na
             coupling=args.coupling,
             val_fraction=0.1 if (functions or space == "euclidean") else 1 / 9,
             seed=seed,
+            device=args.device,
             progress=False,
             **overrides,
         )
@@ -151,7 +152,13 @@ def run_seed(row: str, space: str, x: torch.Tensor, seed: int, args: argparse.Na
             floor = functional_statistics(a, b).as_dict()
             out.update({f"floor_{k}": v for k, v in floor.items() if v is not None})
         elif space == "euclidean":
-            m = evaluate(run, test[:2000], steps=args.ode_steps, nll_steps=args.nll_steps)
+            m = evaluate(
+                run,
+                test[:2000],
+                steps=args.ode_steps,
+                nll_steps=args.nll_steps,
+                device=args.device,
+            )
             out.update(w2=m["w2"], mmd=m["mmd"], nll=m["nll"])
             out["floor_w2"] = float(wasserstein(train[:2000], test[:2000]))
         else:
@@ -196,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-gen", type=int, default=500, help="generated curves (functions)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tag", default="default", help="name of the settings, in the file name")
+    p.add_argument("--device", default="cpu", help="device of training and evaluation")
+    p.add_argument("--out-dir", type=Path, default=RESULTS, help="folder of the JSON")
     args = p.parse_args(argv)
     set_threads(args.threads)
     for row in args.rows:
@@ -215,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": settings,
             "summary": summarise(per_seed),
             "per_seed": per_seed,
-            "machine": machine_info(),
+            "machine": machine_info(args.device),
             "command": "benchmarks/.venv/bin/python benchmarks/reproduce.py --data-dir "
             f"../shared/data --rows {row} --seeds {' '.join(map(str, args.seeds))}"
             + "".join(
@@ -224,9 +233,10 @@ def main(argv: list[str] | None = None) -> int:
                 if v is not None and k in OVERRIDES
             )
             + (" --coupling ot" if args.coupling == "ot" else "")
+            + ("" if args.device == "cpu" else f" --device {args.device}")
             + f" --tag {args.tag}",
         }
-        write_json(RESULTS / f"reproduce_{row}_{args.tag}.json", result)
+        write_json(args.out_dir / f"reproduce_{row}_{args.tag}.json", result)
         print(row, result["summary"], flush=True)
     return 0
 

@@ -24,7 +24,7 @@ from manifoldfm.couplings import (
     pairwise_cost,
 )
 from manifoldfm.couplings._assignment import auction, solve_assignment
-from manifoldfm.couplings._sinkhorn import approx_duals
+from manifoldfm.couplings._sinkhorn import approx_duals, approx_duals_torch
 from manifoldfm.manifolds import FlatTorus, Sphere
 
 from .conftest import DEVICES
@@ -170,6 +170,29 @@ def test_approx_duals_reduce_without_changing_the_optimum_and_fail_soft():
     # near-optimal duals: the reduced matrix is nearly non-negative next to the cost spread
     assert reduced.min() > -0.2 * c.std()
     assert approx_duals(np.ones((5, 5))) is None  # constant cost: nothing to do
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_device_dual_reduction_keeps_the_optimum(dtype):
+    # the torch pre-reduction (used on accelerators) run on CPU tensors
+    x0, x1 = _batches(150, 150, 2, 6, shift=1.0)
+    c = pairwise_cost(x0, x1).to(dtype)
+    f, g = approx_duals_torch(c)
+    assert f.dtype == g.dtype == torch.float64
+    reduced = (c.double() - f[:, None] - g[None, :]).numpy()
+    assert np.isfinite(reduced).all() and reduced.min() > -0.2 * float(c.double().std())
+    r, k = linear_sum_assignment(reduced)
+    c64 = c.double().numpy()
+    opt = _optimum(c64)
+    assert float(c64[r, k].sum()) == pytest.approx(opt, rel=1e-12)
+    j = solve_assignment(c, device_duals=True)
+    assert float(c64[np.arange(150), j.numpy()].sum()) == pytest.approx(opt, rel=1e-12)
+    # fail soft: constant or float32-overflowing costs leave the plain solver to do the work
+    assert approx_duals_torch(torch.ones(5, 5)) is None
+    big = torch.from_numpy(c64) * 1e40
+    assert approx_duals_torch(big) is None
+    j = solve_assignment(big, device_duals=True)
+    assert float(c64[np.arange(150), j.numpy()].sum()) == pytest.approx(opt, rel=1e-12)
 
 
 def test_exact_ot_float32_high_dimensional_images():

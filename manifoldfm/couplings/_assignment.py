@@ -4,7 +4,9 @@ Two solvers, both returning an optimal permutation:
 
 * ``"lsa"`` (host): SciPy's shortest-augmenting-path solver (``linear_sum_assignment``, a
   Jonker-Volgenant variant) run on the *reduced* matrix ``C - f - g``, where ``f, g`` are
-  approximate OT dual potentials from a few float32 Sinkhorn stages (:func:`approx_duals`).
+  approximate OT dual potentials from a few float32 Sinkhorn stages (:func:`approx_duals` on
+  the host for CPU tensors; :func:`approx_duals_torch`, with more stages, on the device for
+  accelerator tensors, which then send the reduced float64 matrix to the host).
   Subtracting a row constant and a column constant changes the cost of every permutation by the
   same amount, so the optimum is exactly that of ``C``; but with near-optimal duals the
   augmenting paths are short, which makes the solve about 5-20 times faster than on ``C``
@@ -35,7 +37,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from ._sinkhorn import approx_duals, sinkhorn
+from ._sinkhorn import approx_duals, approx_duals_torch, sinkhorn
 
 __all__ = ["SOLVERS", "auction", "solve_assignment"]
 
@@ -171,12 +173,18 @@ def _auction_solve(cost: Tensor, max_rounds: int) -> Tensor:
 
 
 def solve_assignment(
-    cost: Tensor, solver: str = "auto", *, overwrite: bool = False, max_rounds: int = 20_000
+    cost: Tensor,
+    solver: str = "auto",
+    *,
+    overwrite: bool = False,
+    max_rounds: int = 20_000,
+    device_duals: bool | None = None,
 ) -> Tensor:
     """Optimal permutation for a square cost matrix: ``j[i]`` is the column of row ``i``.
 
     ``solver="auto"`` is ``"lsa"`` on every device. With ``overwrite`` the solver may scribble
-    over ``cost``. The result is an int64 tensor on
+    over ``cost``. ``device_duals`` runs the dual pre-reduction of ``"lsa"`` in torch on the
+    cost's device (``None``: for accelerator tensors). The result is an int64 tensor on
     ``cost``'s device.
     """
     n = cost.shape[0]
@@ -189,6 +197,18 @@ def solve_assignment(
         solver = "lsa"
     if solver == "auction":
         return _auction_solve(cost, max_rounds)
+    if device_duals is None:
+        device_duals = cost.device.type != "cpu"
+    if device_duals and n >= _WARM_MIN:
+        # the dual pre-reduction on the device, where its passes over the matrix are cheap
+        # enough to go further down in eps; the host solver gets the reduced float64 matrix
+        duals = approx_duals_torch(cost)
+        if duals is not None:
+            f, g = duals
+            reduced = cost.detach().to(torch.float64) - f[:, None]
+            reduced -= g[None, :]
+            cols = _lsa_host(reduced.cpu().numpy(), warm=False)
+            return torch.from_numpy(cols.astype(np.int64, copy=False)).to(cost.device)
     host, fresh = _host_matrix(cost)
     cols = _lsa_host(host, overwrite=overwrite or fresh)
     return torch.from_numpy(cols.astype(np.int64, copy=False)).to(cost.device)

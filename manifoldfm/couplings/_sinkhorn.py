@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["SinkhornState", "approx_duals", "sinkhorn"]
+__all__ = ["SinkhornState", "approx_duals", "approx_duals_torch", "sinkhorn"]
 
 
 @dataclass(frozen=True)
@@ -312,5 +312,66 @@ def approx_duals(
             log_v = np.zeros(m, dtype=np.float32)
             eps = max(eps * scaling, eps_final)
     if not (np.isfinite(f).all() and np.isfinite(g).all()):
+        return None
+    return f, g
+
+
+def approx_duals_torch(
+    cost: Tensor,
+    *,
+    rel_eps: float = 1e-5,
+    rel_start: float = 0.3,
+    scaling: float = 0.3,
+    inner: int = 6,
+    omega: float = 1.8,
+) -> tuple[Tensor, Tensor] | None:
+    """:func:`approx_duals` in torch on ``cost``'s device; float64 ``(f, g)`` on that device.
+
+    The same schedule and over-relaxation, with log-domain updates
+    (``log u = -logsumexp(log v - red / eps)``) in float32, so no row underflows however
+    small ``eps`` is next to the costs. Made for accelerators, where a pass over the matrix
+    costs microseconds: the defaults go ten times further down in ``eps`` with twice the
+    iterations per stage, which shortens the host solver's augmenting paths (at 4096 points
+    in 2-D, 0.23 s against 1.1 s for the assignment after the reduction on one CPU core).
+    Returns ``None`` where :func:`approx_duals` does (constant cost, costs beyond what float32
+    carries, non-finite results).
+    """
+    n, m = cost.shape
+    c64 = cost.detach().to(torch.float64)
+    lo = float(c64.min())
+    hi = float(c64.max())
+    span = hi - lo
+    std = float(c64[:: max(1, n // 64)].std()) if n > 1 else 0.0
+    if not (std > 1e-30 and max(abs(lo), abs(hi)) < 1e30 and math.isfinite(span)):
+        return None
+    eps_final = rel_eps * std
+    eps = max(min(span, rel_start * std), eps_final)
+    g = c64.amin(0)
+    f = torch.zeros(n, dtype=torch.float64, device=cost.device)
+    red = (c64 - g[None, :]).to(torch.float32)
+    while True:
+        scaled = red * (-1.0 / eps)
+        log_u = torch.zeros(n, dtype=torch.float32, device=cost.device)
+        log_v = torch.zeros(m, dtype=torch.float32, device=cost.device)
+        for it in range(inner):
+            t_u = -torch.logsumexp(scaled + log_v[None, :], dim=1)
+            log_u = t_u if it == 0 else torch.lerp(log_u, t_u, omega)
+            t_v = -torch.logsumexp(scaled + log_u[:, None], dim=0)
+            log_v = t_v if it == 0 else torch.lerp(log_v, t_v, omega)
+        du = eps * log_u
+        dv = eps * log_v
+        f += du
+        g += dv
+        if eps <= eps_final:
+            break
+        red -= du[:, None]
+        red -= dv[None, :]
+        if eps <= _CHECK_BELOW * std:
+            claimed = torch.zeros(m, dtype=torch.bool, device=cost.device)
+            claimed[red.argmin(dim=1)] = True
+            if int(claimed.sum()) >= _DISTINCT_ENOUGH * n:
+                break
+        eps = max(eps * scaling, eps_final)
+    if not bool(torch.isfinite(f).all() & torch.isfinite(g).all()):
         return None
     return f, g
