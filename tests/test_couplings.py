@@ -533,7 +533,9 @@ def test_repr_names_the_options():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(("solver", "n", "d"), [("auto", 512, 2), ("auction", 256, 3)])
+@pytest.mark.parametrize(
+    ("solver", "n", "d"), [("auto", 512, 2), ("auto", 1024, 3), ("auction", 256, 3)]
+)
 def test_cuda_exact_ot_matches_cpu_optimum(solver, n, d):
     x0, x1 = _batches(n, n, d, 0, device="cuda")
     pair = ExactOT(solver=solver)(x0, x1)

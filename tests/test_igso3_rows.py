@@ -363,6 +363,7 @@ def test_stochastic_path_sample_does_not_sync_on_cuda():
     t = torch.rand(64, generator=g, device=dev)
     path = StochasticGeodesicPath(so3, g=0.1, sigma_min=0.01)
     path.sample(x0, x1, t, generator=g)  # tables
+    IGSO3(0.3).sample(1, generator=g, device=dev)  # its table (cached per sigma and device)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:

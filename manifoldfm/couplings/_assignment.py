@@ -5,8 +5,9 @@ Two solvers, both returning an optimal permutation:
 * ``"lsa"`` (host): SciPy's shortest-augmenting-path solver (``linear_sum_assignment``, a
   Jonker-Volgenant variant) run on the *reduced* matrix ``C - f - g``, where ``f, g`` are
   approximate OT dual potentials from a few float32 Sinkhorn stages (:func:`approx_duals` on
-  the host for CPU tensors; :func:`approx_duals_torch`, with more stages, on the device for
-  accelerator tensors, which then send the reduced float64 matrix to the host).
+  the host for CPU tensors and small accelerator tensors; :func:`approx_duals_torch`, with more
+  stages, on the device for accelerator tensors from 1024 points, which then send the reduced
+  float64 matrix to the host).
   Subtracting a row constant and a column constant changes the cost of every permutation by the
   same amount, so the optimum is exactly that of ``C``; but with near-optimal duals the
   augmenting paths are short, which makes the solve about 5-20 times faster than on ``C``
@@ -45,6 +46,11 @@ SOLVERS = ("auto", "lsa", "auction")
 
 #: Below this size the dual pre-reduction costs more than it saves (measured crossover ~110).
 _WARM_MIN = 112
+#: From this size accelerator tensors get the dual pre-reduction on the device (measured on an
+#: H200, float32 Gaussians: at 256 points the host route took 5-7 ms against 10-17 ms, at 1024
+#: points 58-102 ms against 29-42 ms; many small kernels cost more than the host's float32 passes
+#: on a small matrix).
+_DEVICE_DUALS_MIN = 1024
 #: Relative size of the duality gap the auction certifies (times the largest |cost|).
 _AUCTION_REL_GAP = 1e-9
 
@@ -184,7 +190,7 @@ def solve_assignment(
 
     ``solver="auto"`` is ``"lsa"`` on every device. With ``overwrite`` the solver may scribble
     over ``cost``. ``device_duals`` runs the dual pre-reduction of ``"lsa"`` in torch on the
-    cost's device (``None``: for accelerator tensors). The result is an int64 tensor on
+    cost's device (``None``: for accelerator tensors from 1024 points). The result is an int64 tensor on
     ``cost``'s device.
     """
     n = cost.shape[0]
@@ -198,7 +204,7 @@ def solve_assignment(
     if solver == "auction":
         return _auction_solve(cost, max_rounds)
     if device_duals is None:
-        device_duals = cost.device.type != "cpu"
+        device_duals = cost.device.type != "cpu" and n >= _DEVICE_DUALS_MIN
     if device_duals and n >= _WARM_MIN:
         # the dual pre-reduction on the device, where its passes over the matrix are cheap
         # enough to go further down in eps; the host solver gets the reduced float64 matrix
