@@ -24,8 +24,10 @@ has() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
   $PY -c "import torch, ot, geoopt, roma; print('torch', torch.__version__, torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT/cuda_env.txt"
 if has tests; then
-  timeout 120 $PY -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -15 | tee "$OUT/cuda_tests.log"
-  timeout 120 $PY -m pytest -q -p no:cacheprovider -x -k cuda tests 2>&1 | tail -15 | tee -a "$OUT/cuda_tests.log"
+  { timeout 120 $PY -m pytest -q -p no:cacheprovider -rfE -m gpu tests 2>&1
+    timeout 150 $PY -m pytest -q -p no:cacheprovider -rfE -k cuda tests 2>&1
+  } > "$OUT/cuda_tests.log"
+  grep -E "passed|failed|FAILED|ERROR" "$OUT/cuda_tests.log"
 fi
 if has ot; then
   timeout 150 $PY benchmarks/bench_ot.py --device cuda --rounds 5 --draws 5 \
