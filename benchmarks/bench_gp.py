@@ -69,7 +69,8 @@ def _sampler(
             root = mvn.lazy_covariance_matrix.root_decomposition().root.to_dense()
         implied = float(root.double().square().sum(-1).mean())
         return draw, implied, f"root of rank {root.shape[-1]}"
-    src = GPSource(_kernel(lengthscale), points, method=method)
+    # the points on the device: the factor (or the embedding's spectrum) is computed there
+    src = GPSource(_kernel(lengthscale), points.to(device), method=method)
 
     def draw_ours(seed: int) -> torch.Tensor:
         g = torch.Generator(device=device).manual_seed(seed)
