@@ -227,8 +227,17 @@ def _identity_like(frames: Tensor) -> Tensor:
 
 
 def _check_on_se3(frames: Tensor, mask: Tensor | None, name: str) -> None:
-    """Behind the manifold switch: present frames are homogeneous rigid motions."""
-    if not manifold_checks_enabled() or frames.numel() == 0:
+    """Present frames are finite (value checks, on by default) and, behind the manifold switch,
+    homogeneous rigid motions."""
+    if frames.numel() == 0:
+        return
+    if value_checks_enabled():
+        bad = ~torch.isfinite(frames.detach()).all(-1).all(-1)
+        if mask is not None:
+            bad = bad & mask
+        if bool(bad.any()):
+            raise ValueError(f"{name} hold non-finite values at residue(s) {_indices(bad)}")
+    if not manifold_checks_enabled():
         return
     r, _ = _split(frames.detach())
     eye3 = torch.eye(3, dtype=frames.dtype, device=frames.device)

@@ -53,28 +53,24 @@ def _per_point(values: Tensor, batch: int) -> Tensor:
     return values
 
 
-def _check_weights(weights: Tensor, v_pred: Tensor, manifold: Any) -> None:
+def _check_weights(weights: Tensor, target: Tensor, what: str) -> None:
+    """``weights`` broadcast to ``target``'s shape without changing it (``what`` names it)."""
     if not isinstance(weights, Tensor):
         raise TypeError(f"weights must be a torch.Tensor or None, got {type(weights).__name__}")
-    if manifold is not None:
-        raise ValueError(
-            "weights (quadrature weights over points) apply to the Euclidean loss only; "
-            "got a manifold as well"
-        )
     if not weights.is_floating_point():
         raise TypeError(f"weights must be floating point, got dtype {weights.dtype}")
-    if weights.device != v_pred.device:
+    if weights.device != target.device:
         raise ValueError(
-            f"weights must be on v_pred's device, got {weights.device} and {v_pred.device}"
+            f"weights must be on v_pred's device, got {weights.device} and {target.device}"
         )
     try:
-        shape = torch.broadcast_shapes(weights.shape, v_pred.shape)
+        shape = torch.broadcast_shapes(weights.shape, target.shape)
     except RuntimeError:
         shape = None
-    if shape != v_pred.shape:
+    if shape != target.shape:
         raise ValueError(
-            f"weights of shape {tuple(weights.shape)} do not broadcast to v_pred of shape "
-            f"{tuple(v_pred.shape)} (e.g. pass (n_points,) for (B, n_points) functions)"
+            f"weights of shape {tuple(weights.shape)} do not broadcast to {what} of shape "
+            f"{tuple(target.shape)}"
         )
     check_finite(weights, "weights")
     if value_checks_enabled() and bool((weights < 0).any()):
@@ -97,14 +93,17 @@ def cfm_loss(
     returns more than one value per sample (e.g. one per factor of a point made of ``N`` frames)
     they are summed.
 
-    With ``weights`` (Euclidean only), the squared error of each element is multiplied by its
+    With ``weights`` and no manifold, the squared error of each element is multiplied by its
     weight before the sum: ``sum_i w_i (v_i - u_i)^2``. ``weights`` must broadcast to
     ``v_pred``'s shape without changing it, aligned from the right as usual: ``(n_points,)``
     for functions ``(B, n_points)``, ``(n_points, 1)`` for ``(B, n_points, C)``, ``(H, W)``
     for fields ``(B, C, H, W)``, or ``(B, n_points)`` when every sample has its own points.
     They are used as given (no renormalisation): weights summing to the domain measure give
     the ``L^2`` norm, weights summing to 1 the mean square; without ``weights`` (all ones) the
-    result is the current plain sum.
+    result is the current plain sum. With a manifold, ``weights`` multiply the squared norms
+    that ``manifold.inner`` returns per factor before they are summed: a residue mask ``(B, N)``
+    (or ``(N,)``) for proteins of ``N`` frames ``(B, N, 4, 4)`` on :class:`~manifoldfm.SE3`
+    leaves padded residues out of the loss.
 
     Args:
         v_pred: predicted velocities at ``sample.xt``, shape ``(B, *point_shape)``.
@@ -112,17 +111,17 @@ def cfm_loss(
             given, ``xt`` attributes of ``v_pred``'s shape).
         manifold: optional object with a geoopt-style ``inner(x, u, v)`` method.
         reduction: ``"mean"`` (a 0-dim tensor) or ``"none"`` (per-sample values, shape ``(B,)``).
-        weights: optional non-negative quadrature weights broadcastable to ``v_pred.shape``
-            (see above); not combined with ``manifold``.
+        weights: optional non-negative weights broadcastable to ``v_pred.shape`` (quadrature
+            weights), or with a manifold to the shape of its per-factor squared norms (residue
+            masks); see above.
 
     Returns:
         The loss, a 0-dim tensor or a ``(B,)`` tensor of ``v_pred``'s dtype and device.
 
     Raises:
         TypeError: if ``v_pred`` is not a tensor or ``sample`` lacks ``ut``/``xt``.
-        ValueError: on shape mismatch (``weights`` included), an unknown ``reduction``,
-            ``weights`` together with a manifold, or negative or non-finite weights (when value
-            checks are on).
+        ValueError: on shape mismatch (``weights`` included), an unknown ``reduction``, or
+            negative or non-finite weights (when value checks are on).
 
     Example:
         >>> import torch
@@ -157,8 +156,10 @@ def cfm_loss(
         raise ValueError(f"v_pred needs a batch dimension, got shape {tuple(v_pred.shape)}")
     batch = v_pred.shape[0]
     diff = v_pred - ut
-    if weights is not None:
-        _check_weights(weights, v_pred, manifold)
+    if weights is not None and manifold is None:
+        _check_weights(
+            weights, v_pred, "v_pred (e.g. pass (n_points,) for (B, n_points) functions)"
+        )
         sq = diff.square() * weights.to(dtype=diff.dtype)
         per_sample = sq.reshape(batch, math.prod(diff.shape[1:])).sum(dim=1)
     elif manifold is None:
@@ -175,7 +176,13 @@ def cfm_loss(
         inner = getattr(manifold, "inner", None)
         if not callable(inner):
             raise TypeError(f"manifold must have an inner(x, u, v) method, got {manifold!r}")
-        per_sample = _per_point(inner(xt, diff, diff), batch)
+        norms = inner(xt, diff, diff)
+        if weights is not None:
+            # one weight per factor (e.g. a residue mask (B, N) for (B, N, 4, 4) frames)
+            _per_point(norms, batch)  # the shape check
+            _check_weights(weights, norms, "the per-factor squared norms manifold.inner returns")
+            norms = norms * weights.to(dtype=norms.dtype)
+        per_sample = _per_point(norms, batch)
     if reduction == "none":
         return per_sample
     if batch == 0:

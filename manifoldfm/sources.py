@@ -1828,27 +1828,59 @@ class CentredGaussian:
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:
         """Draw ``n`` centred point sets, shape ``(n, self.n, dim)``.
+
+        With a ``mask`` (variable-length sets padded to ``self.n`` points, e.g. proteins of
+        different lengths), each set is centred over its present points only and its absent
+        points are zero: the present points of a set of ``k`` follow ``CentredGaussian(k)``.
 
         Args:
             n: the number of samples (``>= 0``).
             generator: random generator (drawn on its device, then moved).
             dtype: a floating dtype (default: ``torch.get_default_dtype()``).
             device: the output device (default: the generator's, else the CPU).
+            mask: optional boolean ``(n, self.n)`` or ``(self.n,)`` mask of present points
+                (at least one per set), on the output device.
 
         Example:
             >>> import torch
             >>> from manifoldfm.sources import CentredGaussian
             >>> CentredGaussian(10).sample(2, dtype=torch.float64).shape
             torch.Size([2, 10, 3])
+            >>> mask = torch.arange(10) < torch.tensor([[4], [10]])  # lengths 4 and 10
+            >>> x = CentredGaussian(10).sample(2, dtype=torch.float64, mask=mask)
+            >>> bool(x[0, 4:].eq(0).all()), bool(x[0, :4].mean(0).abs().max() < 1e-12)
+            (True, True)
         """
         dtype, draw, out = _sample_setup(n, generator, dtype, device)
+        m = None if mask is None else self._check_mask(mask, n, out)
         x = torch.randn((n, self.n, self.dim), generator=generator, dtype=dtype, device=draw)
-        x = x - x.mean(dim=1, keepdim=True)
+        x = x.to(out)
+        if m is None:
+            x = x - x.mean(dim=1, keepdim=True)
+        else:
+            w = m.to(dtype)[..., None].expand(n, self.n, 1)
+            mean = (x * w).sum(dim=1, keepdim=True) / w.sum(dim=1, keepdim=True)
+            x = (x - mean) * w
         if self.std != 1.0:
             x = x.mul_(self.std)
-        return x.to(out)
+        return x
+
+    def _check_mask(self, mask: Tensor, n: int, device: torch.device) -> Tensor:
+        if not isinstance(mask, Tensor):
+            raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+        if tuple(mask.shape) not in ((n, self.n), (self.n,)):
+            raise ValueError(
+                f"mask must have shape ({n}, {self.n}) or ({self.n},), got {tuple(mask.shape)}"
+            )
+        if mask.device != device:
+            raise ValueError(f"mask is on {mask.device} but the samples go to {device}")
+        m = mask if mask.dtype == torch.bool else mask != 0
+        if value_checks_enabled() and m.numel() > 0 and not bool(m.any(dim=-1).all()):
+            raise ValueError("every point set needs at least one present point in mask")
+        return m
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Log-density w.r.t. the Lebesgue measure of the zero-mean subspace, shape ``(B,)``.

@@ -512,3 +512,19 @@ def test_frames_are_se3_points_and_interpolate_to_valid_backbones():
     assert torch.allclose(
         (atoms[:, 2] - atoms[:, 3]).norm(dim=-1), torch.full((6,), 1.231, dtype=F64)
     )
+
+
+def test_to_backbone_names_non_finite_frames_without_manifold_checks():
+    frames = torch.eye(4, dtype=torch.float64).expand(2, 5, 4, 4).clone()
+    frames[1, 2, 1, 3] = float("nan")  # a NaN translation
+    with (
+        mfm.checks(manifold=False),
+        pytest.raises(ValueError, match=r"non-finite values at residue\(s\) \[\(1, 2\)\]"),
+    ):
+        to_backbone(frames)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 2] = False  # the same residue masked out: nothing to complain about
+    assert bool(torch.isfinite(to_backbone(frames.nan_to_num(), mask=mask)).all())
+    with mfm.checks(manifold=False):
+        atoms = to_backbone(torch.where(mask[..., None, None], frames, 0.0), mask=mask)
+    assert bool(torch.isfinite(atoms).all())

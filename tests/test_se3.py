@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import geoopt
 import pytest
@@ -405,3 +406,75 @@ def test_riemannian_adam_keeps_frames_on_se3():
         opt.step()
     assert float(se3._point_deviation(p.detach()).max()) < 1e-10
     assert float(se3.dist2(p.detach(), target).sum()) < 0.5 * start
+
+
+@given(seed=seeds, dtype=dtypes)
+def test_left_rigid_motions_move_product_paths_with_their_own_schedules(seed, dtype):
+    # FrameFlow's exponential rotation rate and straight translations; FoldFlow's stochastic
+    # rotations with the same noise draws (IGSO(3) noise acts in the body frame)
+    from manifoldfm.paths import AffinePath, ExponentialRate, ProductPath
+    from manifoldfm.paths.stochastic import StochasticGeodesicPath
+
+    se3 = SE3()
+    gen_ = gen(seed)
+    b, n = 3, 5
+    x0 = se3.random(b, n, generator=gen_, dtype=dtype)
+    x1 = se3.random(b, n, generator=gen_, dtype=dtype)
+    g = se3.random(generator=gen_, dtype=dtype)
+    t = torch.rand(b, generator=gen_, dtype=dtype)
+    tol = _tol(dtype) * 100
+    paths = [
+        ProductPath(
+            [GeodesicPath(SO3(), ExponentialRate(10.0)), AffinePath(mfm.CondOT())], manifold=se3
+        ),
+        ProductPath(
+            [StochasticGeodesicPath(SO3(), g=0.5, sigma_min=0.05), AffinePath(mfm.CondOT())],
+            manifold=se3,
+        ),
+    ]
+    for path in paths:
+        s = path.sample(x0, x1, t, generator=gen(seed + 1))
+        sg = path.sample(_left(g, x0), _left(g, x1), t, generator=gen(seed + 1))
+        torch.testing.assert_close(sg.xt, g @ s.xt, atol=tol, rtol=tol)
+        torch.testing.assert_close(sg.ut, g @ s.ut, atol=tol, rtol=tol)
+
+
+def test_residue_masks_in_the_loss_and_the_centred_source():
+    from manifoldfm.losses import cfm_loss
+    from manifoldfm.paths import AffinePath, ProductPath
+    from manifoldfm.sources import CentredGaussian
+
+    se3 = SE3()
+    b, n = 4, 6
+    lengths = torch.tensor([6, 3, 5, 1])
+    mask = torch.arange(n) < lengths[:, None]
+    x0 = se3.random(b, n, generator=gen(0), dtype=F64)
+    x1 = se3.random(b, n, generator=gen(1), dtype=F64)
+    path = ProductPath([GeodesicPath(SO3()), AffinePath(mfm.CondOT())], manifold=se3)
+    s = path.sample(x0, x1, torch.rand(b, generator=gen(2), dtype=F64))
+    v = se3.proju(s.xt, torch.randn(s.xt.shape, generator=gen(3), dtype=F64))
+    per = cfm_loss(v, s, manifold=se3, weights=mask.double(), reduction="none")
+    for i, k in enumerate(lengths.tolist()):  # the loss of the first k residues alone
+        sub = SimpleNamespace(xt=s.xt[i : i + 1, :k], ut=s.ut[i : i + 1, :k])
+        alone = cfm_loss(v[i : i + 1, :k], sub, manifold=se3, reduction="none")
+        torch.testing.assert_close(per[i], alone[0])
+    # changing a padded residue's prediction changes nothing
+    v2 = v.clone()
+    v2[3, 2:, :3, 3] += 5.0
+    torch.testing.assert_close(
+        cfm_loss(v2, s, manifold=se3, weights=mask.double()),
+        cfm_loss(v, s, manifold=se3, weights=mask.double()),
+    )
+    with pytest.raises(ValueError, match=r"\(5,\).*\(4, 6\)"):
+        cfm_loss(v, s, manifold=se3, weights=torch.ones(5, dtype=F64))
+    # the centred source: present points centred and distributed as CentredGaussian(k)
+    src = CentredGaussian(n, std=2.0)
+    x = src.sample(20000, generator=gen(4), dtype=F64, mask=mask[1])
+    assert bool(x[:, 3:].eq(0).all())
+    assert float(x[:, :3].mean(1).abs().max()) < 1e-12
+    var = x[:, :3].square().mean((0, 2))  # std^2 (1 - 1/3) per coordinate
+    torch.testing.assert_close(var, torch.full((3,), 4.0 * 2 / 3, dtype=F64), rtol=0.03, atol=0)
+    with pytest.raises(ValueError, match="at least one present"):
+        src.sample(2, dtype=F64, mask=torch.zeros(2, n, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"mask must have shape \(2, 6\)"):
+        src.sample(2, dtype=F64, mask=torch.ones(3, n, dtype=torch.bool))
