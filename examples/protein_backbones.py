@@ -67,7 +67,7 @@ from torch import Tensor, nn
 
 import manifoldfm as mfm
 from manifoldfm import frames as F
-from manifoldfm.nn import MLPVelocity, SinusoidalTimeEmbedding
+from manifoldfm.nn import MLPVelocity
 from manifoldfm.paths import ExponentialRate
 from manifoldfm.rotations import hat
 from manifoldfm.sources import CentredGaussian
@@ -235,87 +235,6 @@ class FrameChainVelocity(nn.Module):
         out = self.mlp(feats, t).reshape(b, self.n, 6)
         out = out / (1.0 - t).clamp_min(self.min_remaining)[:, None, None]
         return self.se3.join(rot @ hat(out[..., :3]), out[..., 3:], tangent=True)
-
-
-class _BiasedBlock(nn.Module):
-    """Pre-norm transformer block whose attention logits get a per-head pair bias."""
-
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.norm1 = nn.LayerNorm(width)
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
-        self.norm2 = nn.LayerNorm(width)
-        self.ff = nn.Sequential(nn.Linear(width, 4 * width), nn.SiLU(), nn.Linear(4 * width, width))
-
-    def forward(self, h: Tensor, bias: Tensor) -> Tensor:
-        b, n, w = h.shape
-        q, k, v = self.qkv(self.norm1(h)).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        att = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        h = h + self.proj(att.transpose(1, 2).reshape(b, n, w))
-        return h + self.ff(self.norm2(h))
-
-
-class FrameTransformerVelocity(nn.Module):
-    """Velocity field on ``SE(3)^N``: a transformer over the residues of a crop.
-
-    Tokens, per residue ``i``: its rotation and translation, and the poses of the next and the
-    previous residue seen from residue ``i`` (``R_i^T R_j`` and ``R_i^T (t_j - t_i)``; zeros past
-    the chain ends), plus a learned position embedding and a sinusoidal time embedding. The
-    attention logits of every head get a bias learned from the pairwise CA distances (radial
-    basis functions), so that each residue sees which others are near it in space. Outputs,
-    per residue: a body angular velocity ``w`` and a translation velocity ``R_i v`` with ``v``
-    predicted in the residue's own frame; as in :class:`FrameChainVelocity` the network
-    predicts the remaining displacement, divided by ``max(1 - t, 0.05)``.
-    """
-
-    min_remaining = 0.05
-
-    def __init__(self, n: int, width: int, depth: int, heads: int = 4, rbf: int = 16) -> None:
-        super().__init__()
-        self.n = n
-        self.heads = heads
-        self.embed = nn.Linear(36, width)
-        self.position = nn.Parameter(torch.zeros(n, width))
-        self.time = nn.Sequential(SinusoidalTimeEmbedding(width), nn.Linear(width, width))
-        self.register_buffer("centres", torch.linspace(0.0, 2.0, rbf), persistent=False)
-        self.pair = nn.Linear(rbf, heads * depth)
-        self.blocks = nn.ModuleList(_BiasedBlock(width, heads) for _ in range(depth))
-        self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 6))
-        self.se3 = mfm.SE3()
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        b, n = x.shape[:2]
-        rot, trans = x[..., :3, :3], x[..., :3, 3]
-        rel_rot = rot[:, :-1].mT @ rot[:, 1:]  # next seen from i
-        step = trans[:, 1:] - trans[:, :-1]
-        nxt = torch.cat(
-            [rel_rot.reshape(b, n - 1, 9), (rot[:, :-1].mT @ step[..., None])[..., 0]], -1
-        )
-        prv = torch.cat(
-            [rel_rot.mT.reshape(b, n - 1, 9), -(rot[:, 1:].mT @ step[..., None])[..., 0]], -1
-        )
-        zero = x.new_zeros(b, 1, 12)
-        feats = torch.cat(
-            [
-                rot.reshape(b, n, 9),
-                trans,
-                torch.cat([nxt, zero], 1),
-                torch.cat([zero, prv], 1),
-            ],
-            dim=-1,
-        )
-        h = self.embed(feats) + self.position + self.time(t)[:, None, :]
-        dist = torch.cdist(trans, trans)  # nm
-        width = self.centres[1] - self.centres[0]
-        rbf = torch.exp(-(((dist[..., None] - self.centres) / width) ** 2))
-        bias = self.pair(rbf).permute(0, 3, 1, 2)  # (B, heads * depth, N, N)
-        for k, block in enumerate(self.blocks):
-            h = block(h, bias[:, k * self.heads : (k + 1) * self.heads])
-        out = self.out(h) / (1.0 - t).clamp_min(self.min_remaining)[:, None, None]
-        w, v = out[..., :3], (rot @ out[..., 3:, None])[..., 0]
-        return self.se3.join(rot @ hat(w), v, tangent=True)
 
 
 class ExponentialRotationSampler(nn.Module):
@@ -598,14 +517,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=4000, help="training steps")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument(
-        "--model",
-        choices=("transformer", "mlp"),
-        default="transformer",
-        help="velocity network: a transformer over residues or one MLP over the crop",
-    )
-    p.add_argument("--width", type=int, default=128, help="transformer token width")
-    p.add_argument("--layers", type=int, default=4, help="transformer blocks")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--ode-steps", type=int, default=50, help="RK4 steps of the sampler")
@@ -618,7 +529,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.n_synthetic, args.length, args.steps, args.batch_size = 12, 8, 10, 32
         args.hidden, args.depth, args.ode_steps, args.n_eval, args.n_pdb = 32, 2, 3, 40, 1
-        args.width, args.layers = 16, 1
     if args.length < 4:
         p.error("--length must be >= 4 (phi and psi need interior residues)")
     if not 0.0 < args.test_frac < 1.0:
@@ -644,11 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     test_frames = crops_to_frames(archive, test_starts, args.length)
 
     torch.manual_seed(args.seed)  # the weight initialisation
-    model: nn.Module
-    if args.model == "transformer":
-        model = FrameTransformerVelocity(args.length, args.width, args.layers)
-    else:
-        model = FrameChainVelocity(args.length, args.hidden, args.depth)
+    model = FrameChainVelocity(args.length, args.hidden, args.depth)
     start = time.perf_counter()
     final_loss = train(model, train_x, args, g)
     train_seconds = time.perf_counter() - start
