@@ -41,7 +41,7 @@ if has manifolds; then
     --out-speed "$OUT/manifolds_speed_cuda.json" 2>&1 | tail -40
 fi
 if has so3; then
-  timeout 90 $PY benchmarks/bench_so3.py --part speed igso3 se3paths --device cuda --rounds 7 \
+  timeout 90 $PY benchmarks/bench_so3.py --part speed accuracy igso3 se3paths --device cuda --rounds 7 \
     --out "$OUT/so3_cuda.json" 2>&1 | tail -40
 fi
 if has gp; then
