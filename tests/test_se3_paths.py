@@ -336,6 +336,18 @@ def test_frame_cost_validation():
     bad[0, 0, :3, 0] *= -1.0
     with pytest.raises(ValueError, match="reflections"):
         fc(x0, bad)
+    # without the manifold switch too (value checks, on by default), and through a coupling
+    nan = x1.clone()
+    nan[1, 2, 0, 3] = float("nan")
+    with mfm.checks(manifold=False):
+        with pytest.raises(ValueError, match="reflections"):
+            mfm.ExactOT(cost=fc)(x0, bad)
+        with pytest.raises(ValueError, match="non-finite"):
+            fc(x0, nan)
+        with pytest.raises(ValueError, match="not orthonormal"):
+            fc(x0, x1 * 1.01)
+        with mfm.checks(values=False):  # both off: the caller vouches for the frames
+            assert fc(x0, bad).shape == (x0.shape[0], x1.shape[0])
     with pytest.raises(ValueError, match="row by row"):
         fc.align(x0, x1)
     with pytest.raises(ValueError, match="rotation_weight"):

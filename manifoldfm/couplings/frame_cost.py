@@ -6,7 +6,7 @@ import roma
 import torch
 from torch import Tensor
 
-from .._utils import check_positive, value_checks_enabled
+from .._utils import check_positive, checks, value_checks_enabled
 from ..manifolds.se3 import SE3
 
 __all__ = ["FrameCost", "kabsch"]
@@ -167,7 +167,10 @@ class FrameCost:
     All ``B0 * B1`` pairs are evaluated at once in float64 (batched matrix products; with
     ``align`` a batched 3x3 SVD per pair and an intermediate of ``4 B0 B1 N`` numbers); the
     result is detached (no gradient), float64, on the inputs' device. Rotation angles come
-    from quaternion inner products by ``atan2`` (no clamped ``acos``).
+    from quaternion inner products by ``atan2`` (no clamped ``acos``). While value checks are
+    on (the default, see :func:`manifoldfm.checks`) both batches are checked to be rigid
+    motions (finite, rotation blocks orthonormal with determinant +1): one pass over the frames
+    and one host sync per call.
 
     Args:
         rotation_weight: weight of the squared rotation angles (> 0).
@@ -231,8 +234,11 @@ class FrameCost:
             raise ValueError(
                 f"x0 and x1 must be on the same device, got {x0.device} and {x1.device}"
             )
-        se3._require_point("x0", x0)
-        se3._require_point("x1", x1)
+        # once per batch at the boundary: a reflection or a NaN frame would otherwise get a
+        # meaningless quaternion and a pairing; on with the value checks (the default)
+        with checks(manifold=True if value_checks_enabled() else None):
+            se3._require_point("x0", x0)
+            se3._require_point("x1", x1)
 
     # ------------------------------------------------------------------ cost
 
