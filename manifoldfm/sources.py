@@ -1862,7 +1862,8 @@ class CentredGaussian:
             x = x - x.mean(dim=1, keepdim=True)
         else:
             w = m.to(dtype)[..., None].expand(n, self.n, 1)
-            mean = (x * w).sum(dim=1, keepdim=True) / w.sum(dim=1, keepdim=True)
+            # an empty set (only possible with value checks off) comes back as zeros
+            mean = (x * w).sum(dim=1, keepdim=True) / w.sum(dim=1, keepdim=True).clamp_min(1.0)
             x = (x - mean) * w
         if self.std != 1.0:
             x = x.mul_(self.std)

@@ -47,9 +47,9 @@ SOLVERS = ("auto", "lsa", "auction")
 #: Below this size the dual pre-reduction costs more than it saves (measured crossover ~110).
 _WARM_MIN = 112
 #: From this size accelerator tensors get the dual pre-reduction on the device (measured on an
-#: H200, float32 Gaussians: at 256 points the host route took 5-7 ms against 10-17 ms, at 1024
-#: points 58-102 ms against 29-42 ms; many small kernels cost more than the host's float32 passes
-#: on a small matrix).
+#: H200, float32 Gaussians in 2 and 3072 dimensions, two runs: at 256 points the host route took
+#: 5-7 ms against 5-17 ms on the device, at 512 points both 14-19 ms, at 1024 points 47-102 ms
+#: against 20-42 ms; on a small matrix many small kernels cost more than the host's passes).
 _DEVICE_DUALS_MIN = 1024
 #: Relative size of the duality gap the auction certifies (times the largest |cost|).
 _AUCTION_REL_GAP = 1e-9
@@ -190,8 +190,8 @@ def solve_assignment(
 
     ``solver="auto"`` is ``"lsa"`` on every device. With ``overwrite`` the solver may scribble
     over ``cost``. ``device_duals`` runs the dual pre-reduction of ``"lsa"`` in torch on the
-    cost's device (``None``: for accelerator tensors from 1024 points). The result is an int64 tensor on
-    ``cost``'s device.
+    cost's device (``None``: for accelerator tensors from 1024 points). The result is an int64
+    tensor on ``cost``'s device.
     """
     n = cost.shape[0]
     if n == 1:
