@@ -144,7 +144,7 @@ def run_seed(row: str, space: str, x: torch.Tensor, seed: int, args: argparse.Na
         fm = res.fitted
         g = torch.Generator().manual_seed(seed)
         if functions:
-            gen = fm.sample(args.n_gen, steps=args.ode_steps, generator=g).double()
+            gen = fm.sample(args.n_gen, steps=args.ode_steps, generator=g).double().cpu()
             out.update(functional_statistics(gen, x).as_dict())
             # floor: the statistics between two random halves of the data
             half = torch.randperm(x.shape[0], generator=g)

@@ -103,7 +103,8 @@ def cfm_loss(
     result is the current plain sum. With a manifold, ``weights`` multiply the squared norms
     that ``manifold.inner`` returns per factor before they are summed: a residue mask ``(B, N)``
     (or ``(N,)``) for proteins of ``N`` frames ``(B, N, 4, 4)`` on :class:`~manifoldfm.SE3`
-    leaves padded residues out of the loss.
+    leaves padded residues out of the loss (its value, whatever they hold; for finite
+    gradients the padded entries must be finite too, e.g. identity frames).
 
     Args:
         v_pred: predicted velocities at ``sample.xt``, shape ``(B, *point_shape)``.
@@ -181,7 +182,10 @@ def cfm_loss(
             # one weight per factor (e.g. a residue mask (B, N) for (B, N, 4, 4) frames)
             _per_point(norms, batch)  # the shape check
             _check_weights(weights, norms, "the per-factor squared norms manifold.inner returns")
-            norms = norms * weights.to(dtype=norms.dtype)
+            w = weights.to(dtype=norms.dtype)
+            # zero weight drops a factor outright, even a non-finite one (a padded residue);
+            # gradients through such a factor stay finite only if its inputs are finite
+            norms = torch.where(w != 0, norms * w, torch.zeros_like(norms))
         per_sample = _per_point(norms, batch)
     if reduction == "none":
         return per_sample

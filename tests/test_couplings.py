@@ -195,6 +195,22 @@ def test_device_dual_reduction_keeps_the_optimum(dtype):
     assert float(c64[np.arange(150), j.numpy()].sum()) == pytest.approx(opt, rel=1e-12)
 
 
+@pytest.mark.parametrize("penalty", [1e16, 1e18, 1e20])
+@pytest.mark.parametrize("device_duals", [False, True])
+def test_exact_ot_stays_exact_with_huge_entries(penalty, device_duals):
+    # forbidden pairs as huge penalties must not inflate the duals until float64 C - f - g
+    # rounds away the differences between assignments (both pre-reduction routes)
+    n = 200
+    x0, x1 = _batches(n, n, 2, 11, shift=1.0)
+    c = pairwise_cost(x0, x1).double()
+    forbidden = torch.rand(n, n, generator=torch.Generator().manual_seed(3)) < 0.1
+    c[forbidden] = penalty
+    c[0, 0] = penalty * 100  # one larger outlier in the subsampled first row
+    c64 = c.numpy()
+    j = solve_assignment(c, device_duals=device_duals)
+    assert float(c64[np.arange(n), j.numpy()].sum()) == pytest.approx(_optimum(c64), rel=1e-12)
+
+
 def test_exact_ot_float32_high_dimensional_images():
     # pixel-like data far from the origin: the centred float32 GEMM keeps the cost accurate
     g = torch.Generator().manual_seed(0)

@@ -348,6 +348,19 @@ def test_frame_cost_validation():
             fc(x0, x1 * 1.01)
         with mfm.checks(values=False):  # both off: the caller vouches for the frames
             assert fc(x0, bad).shape == (x0.shape[0], x1.shape[0])
+        # zero-padded frames under a zero mask are fine; a NaN one is not
+        padded = x1.clone()
+        padded[1, 2:] = 0.0
+        m1 = torch.ones(x1.shape[:2])
+        m1[1, 2:] = 0.0
+        cost = fc.pairwise(x0, padded, mask1=m1)
+        assert bool(torch.isfinite(cost).all())
+        torch.testing.assert_close(cost[:, 1], fc.pairwise(x0, x1, mask1=m1)[:, 1])
+        padded[1, 3, 0, 0] = float("nan")
+        with pytest.raises(ValueError, match="non-finite"):
+            fc.pairwise(x0, padded, mask1=m1)
+        with pytest.raises(ValueError, match="not orthonormal"):  # present frames still checked
+            fc.pairwise(x0, padded.nan_to_num(), mask1=torch.ones(x1.shape[:2]))
     with pytest.raises(ValueError, match="row by row"):
         fc.align(x0, x1)
     with pytest.raises(ValueError, match="rotation_weight"):
