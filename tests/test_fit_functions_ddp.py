@@ -36,7 +36,7 @@ def test_functions_learn_the_mean_curve_and_sample_on_any_grid(tmp_path):
     x = _curves()
     res = fit(x, space="functions", steps=120, eval_every=40, lr=3e-3, out=tmp_path, **SMALL)
     c = res.config
-    assert c["length_scale"] == 0.05 and c["sigma_min"] == 1e-4 and c["dim"] == 16
+    assert c["length_scale"] == 0.02 and c["sigma_min"] == 1e-4 and c["dim"] == 16
     assert c["model"] == "FNO1d width 8 depth 2 modes 8"
     fm = load(tmp_path)
     g = torch.Generator().manual_seed(0)
@@ -264,3 +264,20 @@ def test_fit_page_functions_snippet_runs(capsys):
     snippet = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "functions" in b)
     exec(compile(snippet, "fit.md functions snippet", "exec"), {})
     assert capsys.readouterr().out.strip() == "(4, 128)"
+
+
+def test_checkpoints_without_a_length_scale_keep_the_former_default(tmp_path):
+    # runs from before the length scale was recorded trained with 0.05 (the default then);
+    # loading or resuming them must not switch to the current default
+    x = _curves()
+    fit(x, space="functions", steps=2, out=tmp_path, **SMALL)
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    assert config["length_scale"] == 0.02  # the current default
+    del config["length_scale"]
+    path.write_text(json.dumps(config))
+    assert load(tmp_path).source.kernel.base_kernel.lengthscale.item() == pytest.approx(0.05)
+    res = fit(x, space="functions", steps=3, out=tmp_path, resume=True, **SMALL)
+    assert res.config["length_scale"] == 0.05
+    with pytest.raises(ValueError, match="length_scale = 0.02 differs"):
+        fit(x, space="functions", steps=4, out=tmp_path, resume=True, length_scale=0.02, **SMALL)
