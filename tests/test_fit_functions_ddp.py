@@ -279,5 +279,5 @@ def test_checkpoints_without_a_length_scale_keep_the_former_default(tmp_path):
     assert load(tmp_path).source.kernel.base_kernel.lengthscale.item() == pytest.approx(0.05)
     res = fit(x, space="functions", steps=3, out=tmp_path, resume=True, **SMALL)
     assert res.config["length_scale"] == 0.05
-    with pytest.raises(ValueError, match="length_scale = 0.02 differs"):
+    with pytest.raises(ValueError, match=r"length_scale = 0\.02 differs"):
         fit(x, space="functions", steps=4, out=tmp_path, resume=True, length_scale=0.02, **SMALL)
