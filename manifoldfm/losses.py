@@ -40,13 +40,16 @@ __all__ = ["cfm_loss", "quadrature_weights"]
 _REDUCTIONS = ("mean", "none")
 
 
-def _per_point(values: Tensor, batch: int) -> Tensor:
-    """Reduce a manifold's per-point inner products to shape ``(B,)``."""
+def _check_per_point(values: Tensor, batch: int) -> None:
     if values.ndim == 0 or values.shape[0] != batch:
         raise ValueError(
             f"manifold.inner returned shape {tuple(values.shape)}; expected per-point values "
             f"with leading batch size {batch}"
         )
+
+
+def _per_point(values: Tensor, batch: int) -> Tensor:
+    """Reduce a manifold's per-point inner products (checked) to shape ``(B,)``."""
     if values.ndim > 1:
         # Points made of several factors (e.g. N frames per sample): sum the factors' norms.
         values = values.reshape(batch, math.prod(values.shape[1:])).sum(dim=1)
@@ -178,9 +181,9 @@ def cfm_loss(
         if not callable(inner):
             raise TypeError(f"manifold must have an inner(x, u, v) method, got {manifold!r}")
         norms = inner(xt, diff, diff)
+        _check_per_point(norms, batch)
         if weights is not None:
             # one weight per factor (e.g. a residue mask (B, N) for (B, N, 4, 4) frames)
-            _per_point(norms, batch)  # the shape check
             _check_weights(weights, norms, "the per-factor squared norms manifold.inner returns")
             w = weights.to(dtype=norms.dtype)
             # zero weight drops a factor outright, even a non-finite one (a padded residue);

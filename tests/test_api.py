@@ -163,20 +163,13 @@ def test_se3_source_log_density():
     torch.testing.assert_close(res.delta_logp, torch.full((5,), 3.0, dtype=torch.float64))
 
 
+#: a learning rate so large that the validation metrics never improve after the first evaluation
+WRECK = {"steps": 400, "batch_size": 16, "eval_every": 2, "lr": 50.0, "ema": 0.0}
+
+
 def test_early_stopping():
-    # lr so large that the validation loss never improves after the first evaluation
     x = _data("euclidean")
-    res = fit(
-        x,
-        space="euclidean",
-        steps=400,
-        batch_size=16,
-        eval_every=2,
-        patience=2,
-        lr=50.0,
-        ema=0.0,
-        progress=False,
-    )
+    res = fit(x, space="euclidean", patience=2, progress=False, **WRECK)
     assert res.stopped_early
     assert res.config["steps_done"] < 400
     assert res.history[-1][0] == res.config["steps_done"]
@@ -236,12 +229,8 @@ def test_select_last_and_nll_patience(tmp_path):
             select="nll",
             val_nll_every=2,
             patience=1,
-            steps=400,
-            batch_size=16,
-            eval_every=2,
-            lr=50.0,
-            ema=0.0,
             progress=False,
+            **WRECK,
         )
     assert res.stopped_early and res.config["steps_done"] < 400
     assert res.config["steps_done"] == res.val_nll[-1][0]

@@ -208,10 +208,11 @@ def solve_assignment(
     if device_duals and n >= _WARM_MIN:
         # the dual pre-reduction on the device, where its passes over the matrix are cheap
         # enough to go further down in eps; the host solver gets the reduced float64 matrix
-        duals = approx_duals_torch(cost)
+        c64 = cost.detach().to(torch.float64)
+        duals = approx_duals_torch(c64)
         if duals is not None:
             f, g = duals
-            reduced = cost.detach().to(torch.float64) - f[:, None]
+            reduced = c64 - f[:, None]
             reduced -= g[None, :]
             cols = _lsa_host(reduced.cpu().numpy(), warm=False)
             return torch.from_numpy(cols.astype(np.int64, copy=False)).to(cost.device)

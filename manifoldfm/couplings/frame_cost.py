@@ -220,6 +220,10 @@ class FrameCost:
         self, x0: Tensor, x1: Tensor, m0: Tensor | None = None, m1: Tensor | None = None
     ) -> None:
         """Shapes, then the present frames (``m > 0``; all without a mask) as rigid motions."""
+        self._check_shapes(x0, x1)
+        self._check_frames(x0, x1, m0, m1)
+
+    def _check_shapes(self, x0: Tensor, x1: Tensor) -> None:
         se3 = self._se3
         for name, x in (("x0", x0), ("x1", x1)):
             se3._validate(name, x)
@@ -237,8 +241,11 @@ class FrameCost:
             raise ValueError(
                 f"x0 and x1 must be on the same device, got {x0.device} and {x1.device}"
             )
+
+    def _check_frames(self, x0: Tensor, x1: Tensor, m0: Tensor | None, m1: Tensor | None) -> None:
         # once per batch at the boundary: a reflection or a NaN frame would otherwise get a
         # meaningless quaternion and a pairing; on with the value checks (the default)
+        se3 = self._se3
         with checks(manifold=True if value_checks_enabled() else None):
             for name, x, m in (("x0", x0, m0), ("x1", x1, m1)):
                 if m is not None:
@@ -297,13 +304,12 @@ class FrameCost:
             >>> FrameCost().pairwise(x0, x1, mask1=torch.tensor([[1, 1, 1], [1, 1, 0]]))
             tensor([[0., 0.]], dtype=torch.float64)
         """
-        if not (isinstance(x0, Tensor) and isinstance(x1, Tensor) and x0.ndim == x1.ndim == 4):
-            self._check(x0, x1)  # raises, naming the shapes
+        self._check_shapes(x0, x1)
         b0, n = x0.shape[:2]
         b1 = x1.shape[0]
         m0 = _check_mask(mask0, (b0, n), "mask0")
         m1 = _check_mask(mask1, (b1, n), "mask1")
-        self._check(x0, x1, m0, m1)
+        self._check_frames(x0, x1, m0, m1)
         w0, w1 = _weights(m0, (b0, n), x0), _weights(m1, (b1, n), x1)
         # the per-frame weights of the rotation term, None where no mask was given
         r0 = None if m0 is None else w0
