@@ -3,6 +3,7 @@ manifold-aware steps, dtype/device, bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -335,6 +336,23 @@ def test_trajectory_shapes(method, save, shape):
     torch.testing.assert_close(sol.xs[0], x0, rtol=0, atol=0)
     torch.testing.assert_close(sol.xs[-1], sol.x, rtol=0, atol=0)
     torch.testing.assert_close(sol.x, x0 * decay(method, 6), rtol=decay_rtol(method), atol=0)
+
+
+@pytest.mark.parametrize("save", [True, False])
+def test_ts_and_xs_are_built_on_first_access_and_kept(save):
+    x0 = torch.ones(5, 3, dtype=torch.float64)
+    sol = solve_ode(lambda x, t: -x, x0, steps=4, method="heun", save_trajectory=save)
+    # nothing stacked or copied until asked for
+    assert "xs" not in vars(sol) and "ts" not in vars(sol)
+    assert sol.states[0] is x0 and sol.states[-1] is sol.x
+    assert len(sol.states) == (5 if save else 2)
+    assert sol.grid == (0.0, 0.25, 0.5, 0.75, 1.0)
+    xs, ts = sol.xs, sol.ts
+    assert sol.xs is xs and sol.ts is ts
+    assert ts.tolist() == list(sol.grid)
+    torch.testing.assert_close(xs, torch.stack(tuple(sol.states)), rtol=0, atol=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sol.x = x0  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -185,7 +185,10 @@ def test_solution_layout(save):
         save_trajectory=save,
     )
     assert isinstance(sol, SDESolution)
+    assert "xs" not in vars(sol) and "ts" not in vars(sol)  # built on first access
+    assert len(sol.grid) == 8 and len(sol.states) == (8 if save else 2)
     assert sol.ts.shape == (8,) and sol.ts[-1].item() == 0.9 and sol.nfe == 7
+    assert sol.ts is sol.ts and sol.xs is sol.xs
     assert sol.xs.shape == ((8 if save else 2), 5, 3, 2)
     assert torch.equal(sol.xs[0], x0) and torch.equal(sol.xs[-1], sol.x)
 

@@ -204,9 +204,9 @@ def solve_ode(
         grid = _fixed_grid(steps, time_grid, t0, t1)
         x, states = _fixed(field, x0, grid, TABLEAUX[method], manifold, scheme, save_trajectory)
 
-    ts = x0.new_tensor(grid)
-    xs = torch.stack(states) if save_trajectory else torch.stack([x0, x])
-    return ODESolution(x=x, ts=ts, xs=xs, nfe=field.nfe)
+    # ts and xs are built on first access: no stacked copy, no grid copy unless asked for
+    ends = tuple(states) if save_trajectory else (x0, x)
+    return ODESolution(x=x, nfe=field.nfe, grid=tuple(grid), states=ends)
 
 
 def _fixed_grid(

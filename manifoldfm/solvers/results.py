@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 
+import torch
 from torch import Tensor
 
 __all__ = ["LikelihoodResult", "ODESolution", "SDESolution"]
@@ -14,7 +17,9 @@ class ODESolution:
     """The result of :func:`~manifoldfm.solvers.solve_ode`.
 
     The same fields come back whatever the flags: ``xs`` is always a tensor whose first entry is
-    the initial state and whose last entry is the final state.
+    the initial state and whose last entry is the final state. ``ts`` and ``xs`` are built on
+    first access (and then kept), so a caller who only needs ``x`` pays for neither the stacked
+    copy of the states nor a host-to-device copy of the grid.
 
     Attributes:
         x: the final state at ``ts[-1]``, shape ``(B, *shape)``.
@@ -26,6 +31,8 @@ class ODESolution:
             holds only the endpoints (the states at ``ts[0]`` and ``ts[-1]``).
         nfe: the number of evaluations of the velocity field (rejected ``dopri5`` steps and the
             initial step-size probe included).
+        grid: the times of ``ts`` as Python floats (no device involved).
+        states: the states of ``xs`` as a sequence of ``(B, *shape)`` tensors.
 
     Example:
         >>> import torch
@@ -36,9 +43,24 @@ class ODESolution:
     """
 
     x: Tensor
-    ts: Tensor
-    xs: Tensor
     nfe: int
+    grid: Sequence[float] = field(repr=False)
+    states: Sequence[Tensor] = field(repr=False)
+
+    @cached_property
+    def ts(self) -> Tensor:
+        """The time grid as a tensor of ``x``'s dtype and device (built on first access)."""
+        return _grid_tensor(self.grid, self.x)
+
+    @cached_property
+    def xs(self) -> Tensor:
+        """The stacked states ``(T, B, *shape)`` or endpoints ``(2, B, *shape)`` (built on
+        first access)."""
+        return torch.stack(tuple(self.states))
+
+
+def _grid_tensor(grid: Sequence[float], like: Tensor) -> Tensor:
+    return torch.tensor(list(grid), dtype=like.dtype, device=like.device)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,10 +69,13 @@ class SDESolution:
 
     Attributes:
         x: the final state at ``ts[-1]``, shape ``(B, *shape)``.
-        ts: the time grid, shape ``(steps + 1,)``, in ``x``'s dtype and device.
+        ts: the time grid, shape ``(steps + 1,)``, in ``x``'s dtype and device (built on first
+            access).
         xs: ``(steps + 1, B, *shape)`` with ``save_trajectory=True``, otherwise the endpoints
-            only, ``(2, B, *shape)``.
+            only, ``(2, B, *shape)`` (built on first access).
         nfe: the number of evaluations of the velocity field (one per step).
+        grid: the times of ``ts`` as Python floats.
+        states: the states of ``xs`` as a sequence of ``(B, *shape)`` tensors.
 
     Example:
         >>> import torch
@@ -66,9 +91,20 @@ class SDESolution:
     """
 
     x: Tensor
-    ts: Tensor
-    xs: Tensor
     nfe: int
+    grid: Sequence[float] = field(repr=False)
+    states: Sequence[Tensor] = field(repr=False)
+
+    @cached_property
+    def ts(self) -> Tensor:
+        """The time grid as a tensor of ``x``'s dtype and device (built on first access)."""
+        return _grid_tensor(self.grid, self.x)
+
+    @cached_property
+    def xs(self) -> Tensor:
+        """The stacked states ``(steps + 1, B, *shape)`` or endpoints ``(2, B, *shape)`` (built
+        on first access)."""
+        return torch.stack(tuple(self.states))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -225,9 +225,8 @@ def solve_sde(
         if save_trajectory:
             states.append(x)
     tracker.check()
-    ts = torch.tensor(grid, dtype=x0.dtype, device=x0.device)
-    xs = torch.stack(states) if save_trajectory else torch.stack([x0, x])
-    return SDESolution(x=x, ts=ts, xs=xs, nfe=field.nfe)
+    ends = tuple(states) if save_trajectory else (x0, x)
+    return SDESolution(x=x, nfe=field.nfe, grid=tuple(grid), states=ends)
 
 
 def _noise(x: Tensor, manifold: ManifoldLike | None, generator: torch.Generator | None) -> Tensor:
