@@ -242,6 +242,23 @@ def test_host_and_device_cost_implementations_agree(dim):
         torch.testing.assert_close(c.double(), ref, rtol=tol, atol=tol * float(ref.max()))
 
 
+@pytest.mark.parametrize("offset", [0.0, 0.3, 3.0])
+def test_shifted_cost_is_the_cost_up_to_row_and_column_constants(offset):
+    from manifoldfm.couplings.base import _sq_euclidean_host, _sq_euclidean_torch
+
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(70, 300, generator=g) + offset
+    x1 = torch.randn(50, 300, generator=g) + offset
+    ref = _cost64(x0, x1)
+    host = _sq_euclidean_host(x0.numpy(), x1.numpy(), shifted=True)
+    dev = _sq_euclidean_torch(x0, x1, shifted=True)
+    torch.testing.assert_close(host, dev, rtol=1e-5, atol=1e-5 * float(host.abs().max()))
+    for c in (host, dev):
+        d = ref - c.double().numpy()  # r_i + q_j: nothing left after double centring
+        left = d - d.mean(0, keepdims=True) - d.mean(1, keepdims=True) + d.mean()
+        assert np.abs(left).max() <= 1e-5 * ref.max()
+
+
 def test_pairwise_cost_small_dimension_in_float64():
     x0, x1 = _batches(5, 4, 2, 0, dtype=torch.float32)
     c = pairwise_cost(x0, x1)

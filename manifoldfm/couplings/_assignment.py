@@ -55,30 +55,33 @@ _DEVICE_DUALS_MIN = 1024
 _AUCTION_REL_GAP = 1e-9
 
 
-def _lsa_host(cost64: np.ndarray, warm: bool = True, overwrite: bool = False) -> np.ndarray:
-    """Column index of each row in an optimal assignment of a square float64 matrix.
+def _lsa_host(cost: np.ndarray, warm: bool = True, overwrite: bool = False) -> np.ndarray:
+    """Column index of each row in an optimal assignment of a square float32/float64 matrix.
 
-    With ``overwrite`` the dual reduction is done in place (the caller no longer needs
-    ``cost64``), which saves allocating, and page-faulting, another ``n x n`` matrix.
+    The reduced matrix ``C - f - g`` is formed in float64 (from float32 entries exactly). With
+    ``overwrite`` a float64 ``cost`` is reduced in place (the caller no longer needs it), which
+    saves allocating, and page-faulting, another ``n x n`` matrix.
     """
-    n = cost64.shape[0]
-    reduced = cost64
+    n = cost.shape[0]
+    reduced = cost
     if warm and n >= _WARM_MIN:
-        duals = approx_duals(cost64)
+        duals = approx_duals(cost)
         if duals is not None:
             f, g = duals
-            if overwrite:
+            if overwrite and cost.dtype == np.float64:
                 reduced -= f[:, None]
             else:
-                reduced = cost64 - f[:, None]
+                reduced = np.subtract(cost, f[:, None], dtype=np.float64)
             reduced -= g[None, :]
     _, cols = linear_sum_assignment(reduced)
     return cols
 
 
 def _host_matrix(cost: Tensor) -> tuple[np.ndarray, bool]:
-    """A float64 host array of ``cost`` and whether it is a fresh copy (free to overwrite)."""
-    host = cost.detach().to(device="cpu", dtype=torch.float64)
+    """A float32 or float64 host array of ``cost`` and whether it is a fresh copy (free to
+    overwrite). Float32 stays float32: the solver forms its float64 reduced matrix from it."""
+    dtype = cost.dtype if cost.dtype in (torch.float32, torch.float64) else torch.float64
+    host = cost.detach().to(device="cpu", dtype=dtype)
     fresh = host.data_ptr() != cost.data_ptr()
     return host.numpy(), fresh
 

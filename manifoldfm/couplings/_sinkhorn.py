@@ -257,6 +257,12 @@ def _duals_usable(f_max: float, g_max: float, typical: float) -> bool:
     return math.isfinite(f_max + g_max) and f_max + g_max <= _DUALS_MAX_RATIO * typical
 
 
+#: Up to this many entries the dual pre-reduction's matrix-vector products go through NumPy's
+#: BLAS, which runs them on the calling thread there (about 4 against 7 us at 256 x 256); on
+#: larger matrices it starts threads, which stall whenever another process holds a core (a
+#: 1024 x 1024 product: 4 ms at the 99th percentile against 0.12 ms for torch's), so torch's
+#: ``mv`` takes over.
+_NUMPY_MV_MAX = 512 * 512
 #: The dual pre-reduction checks from this regularisation (times the cost's spread) on ...
 _CHECK_BELOW = 0.03
 #: ... whether this fraction of the rows have distinct cheapest columns, and then stops.
@@ -291,13 +297,15 @@ def approx_duals(
     ``_DUALS_MAX_RATIO`` times a typical entry (float64 ``C - f - g`` would then round away the
     differences between assignments); callers then go without.
 
-    The element-wise work runs in NumPy on one thread and the matrix-vector products in
-    torch's (single-threaded) ``mv``: some two hundred small operations whose cost a thread
-    pool would not repay, and which would each stall whenever another process holds a core
-    the pool is waiting for. (NumPy's own BLAS would start a thread pool of its own.)
+    The element-wise work runs in NumPy on one thread, and so do the matrix-vector products:
+    NumPy's BLAS up to ``512 x 512`` entries (where it stays on the calling thread), torch's
+    single-threaded ``mv`` above (where NumPy's BLAS would start threads). These are some two
+    hundred small operations whose cost a thread pool would not repay, and which would each
+    stall whenever another process holds a core the pool is waiting for.
     """
     n, m = cost.shape
-    lo = float(cost.min())
+    g0 = cost.min(axis=0)
+    lo = float(g0.min())
     hi = float(cost.max())
     span = hi - lo
     if not (max(abs(lo), abs(hi)) < 1e30 and math.isfinite(span)):
@@ -308,13 +316,27 @@ def approx_duals(
         return None  # constant
     eps_final = rel_eps * std
     eps = max(min(span, rel_start * std), eps_final)
-    g0 = cost.min(axis=0)
     f = np.zeros(n)
-    g = g0.copy()
+    g = g0.astype(np.float64)
     # the reduced cost C - f - g in float32 (f = 0, g = column minima), updated in place
     red = np.subtract(cost, g0[None, :], dtype=np.float32)
     kern = np.empty((n, m), dtype=np.float32)
     kern_t = torch.from_numpy(kern)
+    if n * m <= _NUMPY_MV_MAX:
+        # NumPy's BLAS runs these on the calling thread: half torch's time with its wrapping
+        def k_v(x: np.ndarray) -> np.ndarray:
+            return kern @ x
+
+        def kt_u(x: np.ndarray) -> np.ndarray:
+            return x @ kern
+    else:
+
+        def k_v(x: np.ndarray) -> np.ndarray:
+            return torch.mv(kern_t, torch.from_numpy(x)).numpy()
+
+        def kt_u(x: np.ndarray) -> np.ndarray:
+            return torch.mv(kern_t.T, torch.from_numpy(x)).numpy()
+
     log_u = np.zeros(n, dtype=np.float32)
     log_v = np.zeros(m, dtype=np.float32)
     one_minus = np.float32(1.0 - omega)
@@ -325,9 +347,9 @@ def approx_duals(
             np.exp(kern, out=kern)
             for it in range(inner):
                 # log u_new = -log(K exp(log v)); over-relaxed except on a stage's first step
-                t_u = -np.log(torch.mv(kern_t, torch.from_numpy(np.exp(log_v))).numpy())
+                t_u = -np.log(k_v(np.exp(log_v)))
                 log_u = t_u if it == 0 else one_minus * log_u + om * t_u
-                t_v = -np.log(torch.mv(kern_t.T, torch.from_numpy(np.exp(log_u))).numpy())
+                t_v = -np.log(kt_u(np.exp(log_u)))
                 log_v = t_v if it == 0 else one_minus * log_v + om * t_v
             du = np.float32(eps) * log_u
             dv = np.float32(eps) * log_v
