@@ -12,6 +12,17 @@ from torch import Tensor
 __all__ = ["LikelihoodResult", "ODESolution", "SDESolution"]
 
 
+def _times(self: ODESolution | SDESolution) -> Tensor:
+    """The time grid as a tensor of ``x``'s dtype and device (built on first access)."""
+    return torch.tensor(list(self.grid), dtype=self.x.dtype, device=self.x.device)
+
+
+def _stacked(self: ODESolution | SDESolution) -> Tensor:
+    """The states stacked along a new first axis, ``(len(states), B, *shape)`` (built on first
+    access)."""
+    return torch.stack(tuple(self.states))
+
+
 @dataclass(frozen=True, kw_only=True)
 class ODESolution:
     """The result of :func:`~manifoldfm.solvers.solve_ode`.
@@ -47,20 +58,8 @@ class ODESolution:
     grid: Sequence[float] = field(repr=False)
     states: Sequence[Tensor] = field(repr=False)
 
-    @cached_property
-    def ts(self) -> Tensor:
-        """The time grid as a tensor of ``x``'s dtype and device (built on first access)."""
-        return _grid_tensor(self.grid, self.x)
-
-    @cached_property
-    def xs(self) -> Tensor:
-        """The stacked states ``(T, B, *shape)`` or endpoints ``(2, B, *shape)`` (built on
-        first access)."""
-        return torch.stack(tuple(self.states))
-
-
-def _grid_tensor(grid: Sequence[float], like: Tensor) -> Tensor:
-    return torch.tensor(list(grid), dtype=like.dtype, device=like.device)
+    ts = cached_property(_times)
+    xs = cached_property(_stacked)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,16 +94,8 @@ class SDESolution:
     grid: Sequence[float] = field(repr=False)
     states: Sequence[Tensor] = field(repr=False)
 
-    @cached_property
-    def ts(self) -> Tensor:
-        """The time grid as a tensor of ``x``'s dtype and device (built on first access)."""
-        return _grid_tensor(self.grid, self.x)
-
-    @cached_property
-    def xs(self) -> Tensor:
-        """The stacked states ``(steps + 1, B, *shape)`` or endpoints ``(2, B, *shape)`` (built
-        on first access)."""
-        return torch.stack(tuple(self.states))
+    ts = cached_property(_times)
+    xs = cached_property(_stacked)
 
 
 @dataclass(frozen=True, kw_only=True)
