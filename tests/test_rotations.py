@@ -386,6 +386,7 @@ def v_by_quadrature(w: torch.Tensor, n: int = 24) -> torch.Tensor:
 
 
 @given(seed=seeds, b=batch_sizes, scale=st.sampled_from([1e-6, 0.1, 0.3, 1.0, 3.0]))
+@example(seed=5, b=5, scale=3.0)  # an angle of 2 pi + 0.025: the inverse's entries near 200
 def test_left_jacobian_against_quadrature(seed, b, scale):
     w = rotvecs(b, seed, F64) * scale
     v = so3_left_jacobian(w)
@@ -395,7 +396,11 @@ def test_left_jacobian_against_quadrature(seed, b, scale):
     # float32: same values to float32 precision on both sides of the series switch
     v32 = so3_left_jacobian(w.float())
     assert torch.allclose(v32.double(), v, atol=2e-6)
-    assert torch.allclose(so3_left_jacobian_inv(w.float()).double() @ v, eye, atol=2e-6)
+    # the inverse grows without bound towards angles of 2 pi (reached at scale 3): its float32
+    # error is judged relative to its size
+    err = (so3_left_jacobian_inv(w.float()).double() @ v - eye).abs().amax((-1, -2))
+    size = so3_left_jacobian_inv(w).abs().amax((-1, -2)).clamp_min(1.0)
+    assert bool((err <= 2e-6 * size).all()), (err, size)
 
 
 @given(seed=seeds, b=batch_sizes, dtype=dtypes)
