@@ -355,6 +355,38 @@ def test_ts_and_xs_are_built_on_first_access_and_kept(save):
         sol.x = x0  # type: ignore[misc]
 
 
+def test_lazy_ts_and_xs_follow_the_solve_not_the_mode_of_the_first_read():
+    w = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    x0 = torch.ones(4, 2, dtype=torch.float64)
+
+    def v(x, t):
+        return -w * x
+
+    # solved with gradients, first read inside no_grad: xs keeps the solve's graph
+    sol = solve_ode(v, x0, steps=3, method="heun", save_trajectory=True)
+    with torch.no_grad():
+        first = sol.xs
+    assert first is sol.xs and sol.xs.requires_grad
+    (g_xs,) = torch.autograd.grad(sol.xs[-1].sum(), w, retain_graph=True)
+    (g_x,) = torch.autograd.grad(sol.x.sum(), w)
+    assert g_x.item() < 0 and g_xs.item() == g_x.item()
+    # solved without gradients, first read with them: no graph back to a grad-requiring x0
+    with torch.no_grad():
+        quiet = solve_ode(v, x0.clone().requires_grad_(), steps=3, method="heun")
+    assert not quiet.xs.requires_grad
+    # first read inside inference_mode: no inference tensors from a solve outside it
+    sol = solve_ode(v, x0, steps=3, method="heun")
+    with torch.inference_mode():
+        sol.ts, sol.xs
+    assert not sol.ts.is_inference() and not sol.xs.is_inference()
+    (g_ts,) = torch.autograd.grad((sol.x * sol.ts[-1]).sum(), w)
+    assert torch.isfinite(g_ts)
+    # ... and inference tensors from a solve inside it
+    with torch.inference_mode():
+        inside = solve_ode(v, x0, steps=3, method="heun")
+    assert inside.xs.is_inference() and inside.ts.is_inference()
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_empty_batch_and_unstructured_states(method):
     empty = solve_ode(_v, torch.zeros(0, 3), steps=3, method=method)

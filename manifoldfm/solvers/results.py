@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -12,15 +13,30 @@ from torch import Tensor
 __all__ = ["LikelihoodResult", "ODESolution", "SDESolution"]
 
 
+@contextmanager
+def _as_solved(x: Tensor) -> Iterator[None]:
+    """The autograd and inference modes the solve ran in, read off its final state ``x``.
+
+    ``ts`` and ``xs`` are built on first access, which may come inside a ``torch.no_grad()`` or
+    ``torch.inference_mode()`` block that the solve was outside of (or the reverse); the kept
+    tensors must be those the solve would have made (``xs`` with the solve's graph, no
+    inference tensors from a solve outside inference mode), whatever the mode of the first read.
+    """
+    with torch.inference_mode(x.is_inference()), torch.set_grad_enabled(x.grad_fn is not None):
+        yield
+
+
 def _times(self: ODESolution | SDESolution) -> Tensor:
     """The time grid as a tensor of ``x``'s dtype and device (built on first access)."""
-    return torch.tensor(list(self.grid), dtype=self.x.dtype, device=self.x.device)
+    with _as_solved(self.x):
+        return torch.tensor(list(self.grid), dtype=self.x.dtype, device=self.x.device)
 
 
 def _stacked(self: ODESolution | SDESolution) -> Tensor:
     """The states stacked along a new first axis, ``(len(states), B, *shape)`` (built on first
     access)."""
-    return torch.stack(tuple(self.states))
+    with _as_solved(self.x):
+        return torch.stack(tuple(self.states))
 
 
 @dataclass(frozen=True, kw_only=True)
