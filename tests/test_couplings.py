@@ -195,6 +195,27 @@ def test_device_dual_reduction_keeps_the_optimum(dtype):
     assert float(c64[np.arange(150), j.numpy()].sum()) == pytest.approx(opt, rel=1e-12)
 
 
+@pytest.mark.parametrize("dim", [2, 300])
+def test_float32_host_cost_keeps_the_optimum_and_the_callers_matrix(dim):
+    # a float32 CPU cost goes to the dual pre-reduction as it is (no float64 copy) and is
+    # reduced straight into float64: the optimum is the float32 matrix's own, and the caller's
+    # tensor comes back untouched, even with overwrite=True
+    from manifoldfm.couplings._assignment import _host_matrix
+
+    n = 150
+    x0, x1 = _batches(n, n, dim, 12, dtype=torch.float32)
+    c = torch.cdist(x0, x1).square()
+    keep = c.clone()
+    host, fresh = _host_matrix(c)
+    assert host.dtype == np.float32 and not fresh and np.shares_memory(host, c.numpy())
+    assert approx_duals(host) is not None  # the reduced route is the one taken
+    c64 = keep.double().numpy()
+    opt = _optimum(c64)
+    for j in (solve_assignment(c, overwrite=True), ExactOT(cost=lambda a, b: c)(x0, x1).j):
+        assert torch.equal(c, keep)
+        assert float(c64[np.arange(n), j.numpy()].sum()) == pytest.approx(opt, rel=1e-12)
+
+
 @pytest.mark.parametrize("penalty", [1e16, 1e18, 1e20])
 @pytest.mark.parametrize("device_duals", [False, True])
 def test_exact_ot_stays_exact_with_huge_entries(penalty, device_duals):
