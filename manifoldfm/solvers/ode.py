@@ -23,7 +23,7 @@ from ._common import (
     require_point,
     uniform_grid,
 )
-from .results import ODESolution
+from .results import ODESolution, _solution
 from .steps import (
     DOPRI5,
     MANIFOLD_SCHEMES,
@@ -204,9 +204,15 @@ def solve_ode(
         grid = _fixed_grid(steps, time_grid, t0, t1)
         x, states = _fixed(field, x0, grid, TABLEAUX[method], manifold, scheme, save_trajectory)
 
-    # ts and xs are built on first access: no stacked copy, no grid copy unless asked for
-    ends = tuple(states) if save_trajectory else (x0, x)
-    return ODESolution(x=x, nfe=field.nfe, grid=tuple(grid), states=ends)
+    # without a saved trajectory, ts and xs are built on first access (no stacked copy)
+    return _solution(
+        ODESolution,
+        x=x,
+        nfe=field.nfe,
+        grid=grid,
+        x0=x0,
+        states=states if save_trajectory else None,
+    )
 
 
 def _fixed_grid(

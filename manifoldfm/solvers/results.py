@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -39,6 +40,26 @@ def _stacked(self: ODESolution | SDESolution) -> Tensor:
         return torch.stack(tuple(self.states))
 
 
+def _solution(
+    cls: type[_Record],
+    *,
+    x: Tensor,
+    nfe: int,
+    grid: Sequence[float],
+    x0: Tensor,
+    states: list[Tensor] | None,
+) -> _Record:
+    """A solver's record: the endpoints ``(x0, x)`` kept as they are (``xs`` is stacked on
+    first access), or, when the trajectory was saved (``states``), the trajectory stacked now,
+    with its rows as the states (the record does not hold the states twice)."""
+    if states is None:
+        return cls(x=x, nfe=nfe, grid=tuple(grid), states=(x0, x))
+    xs = torch.stack(states)
+    out = cls(x=x, nfe=nfe, grid=tuple(grid), states=xs.unbind(0))
+    vars(out)["xs"] = xs  # the value the cached property would compute, made in the solve's mode
+    return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class ODESolution:
     """The result of :func:`~manifoldfm.solvers.solve_ode`.
@@ -46,7 +67,9 @@ class ODESolution:
     The same fields come back whatever the flags: ``xs`` is always a tensor whose first entry is
     the initial state and whose last entry is the final state. ``ts`` and ``xs`` are built on
     first access (and then kept), so a caller who only needs ``x`` pays for neither the stacked
-    copy of the states nor a host-to-device copy of the grid.
+    copy of the states nor a host-to-device copy of the grid. Without ``save_trajectory`` the
+    endpoints are the tensors ``x0`` and ``x`` themselves until ``xs`` is first read: an
+    in-place change to either before that shows in ``xs``.
 
     Attributes:
         x: the final state at ``ts[-1]``, shape ``(B, *shape)``.
@@ -59,7 +82,8 @@ class ODESolution:
         nfe: the number of evaluations of the velocity field (rejected ``dopri5`` steps and the
             initial step-size probe included).
         grid: the times of ``ts`` as Python floats (no device involved).
-        states: the states of ``xs`` as a sequence of ``(B, *shape)`` tensors.
+        states: the states of ``xs`` as a sequence of ``(B, *shape)`` tensors (views of its
+            rows when the trajectory was saved).
 
     Example:
         >>> import torch
@@ -90,7 +114,8 @@ class SDESolution:
             only, ``(2, B, *shape)`` (built on first access).
         nfe: the number of evaluations of the velocity field (one per step).
         grid: the times of ``ts`` as Python floats.
-        states: the states of ``xs`` as a sequence of ``(B, *shape)`` tensors.
+        states: the states of ``xs`` as a sequence of ``(B, *shape)`` tensors (views of its
+            rows when the trajectory was saved).
 
     Example:
         >>> import torch
@@ -141,3 +166,6 @@ class LikelihoodResult:
     log_prob_source: Tensor
     delta_logp: Tensor
     nfe: int
+
+
+_Record = TypeVar("_Record", ODESolution, SDESolution)

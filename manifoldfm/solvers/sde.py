@@ -27,7 +27,7 @@ from ._common import (
     require_point,
     uniform_grid,
 )
-from .results import SDESolution
+from .results import SDESolution, _solution
 
 __all__ = ["ScorePath", "solve_sde"]
 
@@ -225,8 +225,15 @@ def solve_sde(
         if save_trajectory:
             states.append(x)
     tracker.check()
-    ends = tuple(states) if save_trajectory else (x0, x)
-    return SDESolution(x=x, nfe=field.nfe, grid=tuple(grid), states=ends)
+    # without a saved trajectory, ts and xs are built on first access (no stacked copy)
+    return _solution(
+        SDESolution,
+        x=x,
+        nfe=field.nfe,
+        grid=grid,
+        x0=x0,
+        states=states if save_trajectory else None,
+    )
 
 
 def _noise(x: Tensor, manifold: ManifoldLike | None, generator: torch.Generator | None) -> Tensor:
