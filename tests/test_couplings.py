@@ -195,6 +195,90 @@ def test_device_dual_reduction_keeps_the_optimum(dtype):
     assert float(c64[np.arange(150), j.numpy()].sum()) == pytest.approx(opt, rel=1e-12)
 
 
+def _sparse_problem(kind, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    if kind == "gauss2":
+        x0, x1 = _batches(n, n, 2, seed)
+    elif kind == "gauss50":
+        x0, x1 = _batches(n, n, 50, seed)
+    elif kind == "duplicates":  # many exact ties between assignments
+        x0, x1 = _batches(n // 4, n // 4, 2, seed)
+        x0, x1 = x0.repeat(4, 1), x1.repeat(4, 1)
+    elif kind == "grid_ties":  # integer costs: ties everywhere
+        x0 = torch.randint(0, 5, (n, 2), generator=g).double()
+        x1 = torch.randint(0, 5, (n, 2), generator=g).double()
+    else:  # "uniform": an unstructured matrix, hard for few candidates per row
+        return torch.rand(n, n, generator=g, dtype=torch.float64)
+    return torch.from_numpy(_cost64(x0, x1))
+
+
+@settings(max_examples=12)
+@given(
+    kind=st.sampled_from(["gauss2", "gauss50", "duplicates", "grid_ties", "uniform"]),
+    n=st.integers(120, 260),
+    k=st.sampled_from([1, 2, 8]),
+    zero_duals=st.booleans(),
+    seed=seeds,
+)
+@example(kind="uniform", n=200, k=1, zero_duals=True, seed=0)
+@example(kind="duplicates", n=200, k=8, zero_duals=False, seed=1)
+def test_sparse_certified_assignment_is_optimal_or_declines(kind, n, k, zero_duals, seed):
+    # the certificate (dual feasibility on the whole matrix) admits no suboptimal permutation,
+    # whatever the candidates and duals; with good duals on point clouds it certifies
+    from manifoldfm.couplings._assignment import _sparse_certified
+
+    n -= n % 4
+    c = _sparse_problem(kind, n, seed)
+    duals = None if zero_duals else approx_duals_torch(c)
+    f, g = duals if duals is not None else (torch.zeros(n, dtype=c.dtype),) * 2
+    j = _sparse_certified(c, f, g, k=k)
+    if j is None:
+        assert kind == "uniform" or zero_duals or k < 8 or kind == "grid_ties"
+        return
+    _assert_permutation(j, n)
+    c64 = c.numpy()
+    assert float(c64[np.arange(n), j.numpy()].sum()) == pytest.approx(_optimum(c64), rel=1e-12)
+
+
+@pytest.mark.parametrize("dim", [2, 30])
+def test_device_route_solves_sparse_and_certifies_or_falls_back(dim, monkeypatch):
+    from manifoldfm.couplings import _assignment as assignment
+
+    n = 600
+    x0, x1 = _batches(n, n, dim, 21)
+    c = pairwise_cost(x0, x1)
+    c64 = c.double().numpy()
+    opt = _optimum(c64)
+    taken = []
+    real = assignment._sparse_certified
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(assignment, "_sparse_certified", spy)
+    j = solve_assignment(c, device_duals=True)
+    assert taken == [True]  # certified on the candidates
+    assert float(c64[np.arange(n), j.numpy()].sum()) == pytest.approx(opt, rel=1e-12)
+    # declined: the dense solve on the reduced matrix gives the same optimum
+    monkeypatch.setattr(assignment, "_sparse_certified", lambda *a, **kw: None)
+    j = solve_assignment(c, device_duals=True)
+    assert float(c64[np.arange(n), j.numpy()].sum()) == pytest.approx(opt, rel=1e-12)
+
+
+@pytest.mark.parametrize("penalty", [1e16, 1e20])
+def test_sparse_route_stays_exact_with_huge_entries(penalty):
+    n = 520
+    x0, x1 = _batches(n, n, 2, 13, shift=1.0)
+    c = pairwise_cost(x0, x1).double()
+    forbidden = torch.rand(n, n, generator=torch.Generator().manual_seed(5)) < 0.1
+    c[forbidden] = penalty
+    c64 = c.numpy()
+    j = solve_assignment(c, device_duals=True)
+    assert float(c64[np.arange(n), j.numpy()].sum()) == pytest.approx(_optimum(c64), rel=1e-12)
+
+
 @pytest.mark.parametrize("dim", [2, 300])
 def test_float32_host_cost_keeps_the_optimum_and_the_callers_matrix(dim):
     # a float32 CPU cost goes to the dual pre-reduction as it is (no float64 copy) and is
