@@ -64,51 +64,58 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--sizes", default="1024x2,4096x2,4096x3072")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one batch per seed")
     args = p.parse_args(argv)
     dev = torch.device(args.device)
     for spec in args.sizes.split(","):
         n, d = (int(v) for v in spec.split("x"))
-        g = torch.Generator().manual_seed(0)
-        x0 = torch.randn(n, d, generator=g).to(dev)
-        x1 = (torch.randn(n, d, generator=g) + 0.5).to(dev)
-        for rep in range(args.reps):
-            _sync(dev)
-            t0 = time.perf_counter()
-            c = torch.cdist(x0, x1) ** 2
-            _sync(dev)
-            t1 = time.perf_counter()
-            duals = approx_duals_torch(c)
-            if duals is None:
-                raise RuntimeError(f"no duals at {spec}")
-            f, gg = duals
-            _sync(dev)
-            t2 = time.perf_counter()
-            with _Phases(dev) as phases:
-                cols = _assignment._sparse_certified(c.double(), f, gg)
-            _sync(dev)
-            ts = time.perf_counter()
-            print(
-                f"{n}x{d} rep{rep}: sparse certified {1e3 * (ts - t2):.1f} ms "
-                f"({'certified' if cols is not None else 'declined'}; rounds: "
-                f"{'; '.join(phases.rounds)}); total with cost and duals "
-                f"{1e3 * (ts - t0):.1f} ms",
-                flush=True,
-            )
-            _sync(dev)
-            t2 = time.perf_counter()
-            r = c.double() - f[:, None]
-            r -= gg[None, :]
-            host = r.cpu().numpy()
-            t3 = time.perf_counter()
-            linear_sum_assignment(host)
-            t4 = time.perf_counter()
-            ms = [1e3 * v for v in (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)]
-            print(
-                f"{n}x{d} rep{rep}: cost {ms[0]:.1f} ms, duals {ms[1]:.1f}, "
-                f"dense route: reduce+D2H {ms[2]:.1f}, lsa {ms[3]:.1f}, total {ms[4]:.1f}",
-                flush=True,
-            )
+        for seed in args.seeds:
+            _profile(n, d, seed, dev, args.reps)
     return 0
+
+
+def _profile(n: int, d: int, seed: int, dev: torch.device, reps: int) -> None:
+    spec = f"{n}x{d}" if seed == 0 else f"{n}x{d} seed {seed}"
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n, d, generator=g).to(dev)
+    x1 = (torch.randn(n, d, generator=g) + 0.5).to(dev)
+    for rep in range(reps):
+        _sync(dev)
+        t0 = time.perf_counter()
+        c = torch.cdist(x0, x1) ** 2
+        _sync(dev)
+        t1 = time.perf_counter()
+        duals = approx_duals_torch(c)
+        if duals is None:
+            raise RuntimeError(f"no duals at {spec}")
+        f, gg = duals
+        _sync(dev)
+        t2 = time.perf_counter()
+        with _Phases(dev) as phases:
+            cols = _assignment._sparse_certified(c.double(), f, gg)
+        _sync(dev)
+        ts = time.perf_counter()
+        print(
+            f"{spec} rep{rep}: sparse certified {1e3 * (ts - t2):.1f} ms "
+            f"({'certified' if cols is not None else 'declined'}; rounds: "
+            f"{'; '.join(phases.rounds)}); total with cost and duals "
+            f"{1e3 * (ts - t0):.1f} ms",
+            flush=True,
+        )
+        _sync(dev)
+        t2 = time.perf_counter()
+        r = c.double() - f[:, None]
+        r -= gg[None, :]
+        host = r.cpu().numpy()
+        t3 = time.perf_counter()
+        linear_sum_assignment(host)
+        t4 = time.perf_counter()
+        ms = [1e3 * v for v in (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)]
+        print(
+            f"{spec} rep{rep}: cost {ms[0]:.1f} ms, duals {ms[1]:.1f}, "
+            f"dense route: reduce+D2H {ms[2]:.1f}, lsa {ms[3]:.1f}, total {ms[4]:.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
