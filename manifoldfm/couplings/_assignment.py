@@ -99,6 +99,8 @@ def _host_matrix(cost: Tensor) -> tuple[np.ndarray, bool]:
 _SPARSE_K = 8
 #: Rounds of the sparse certified route: each adds the entries the certificate found negative.
 _SPARSE_ROUNDS = 6
+#: Bellman-Ford passes between two reads of their progress on the host (one sync each).
+_PASSES_PER_CHECK = 8
 #: A reduced cost above ``-_CERT_REL_TOL * S`` counts as non-negative in the certificate, with
 #: ``S`` the size of the terms of an entry that can be near zero: ``max |C_{i s(i)}|`` plus the
 #: largest duals (float64 rounding of ``C - f - g - u - v`` there is a few ``1e-16 * S``; an
@@ -125,14 +127,15 @@ def _column_potentials(
 ) -> Tensor | None:
     """Potentials with ``v[dst] <= v[src] + length`` on every arc, by Bellman-Ford passes from
     ``v`` (decreasing it); ``None`` if they do not settle (a negative cycle) within
-    ``max_passes``."""
+    ``max_passes``. Settling is read on the host every ``_PASSES_PER_CHECK`` passes (the passes
+    only decrease ``v``, so equal ends mean no pass in between changed it)."""
     inf = torch.full_like(v, math.inf)
-    for _ in range(max_passes):
-        best = inf.scatter_reduce(0, dst, v[src] + length, "amin")
-        new = torch.minimum(v, best)
-        if torch.equal(new, v):
+    for _ in range(-(-max_passes // _PASSES_PER_CHECK)):
+        start = v
+        for _ in range(_PASSES_PER_CHECK):
+            v = torch.minimum(v, inf.scatter_reduce(0, dst, v[src] + length, "amin"))
+        if torch.equal(v, start):
             return v
-        v = new
     return None
 
 
