@@ -8,9 +8,10 @@
 #
 #   OUT=benchmarks/results bash benchmarks/run_cuda.sh
 #   PARTS="tests ot so3 gp" OUT=benchmarks/results bash benchmarks/run_cuda.sh
+#   PARTS="ot otprofile manifolds" ...   (exact OT at 4096 points, the solver step)
 set -u
 OUT=${OUT:-benchmarks/results}
-PARTS=${PARTS:-tests ot paths manifolds so3 gp}
+PARTS=${PARTS:-tests ot otprofile paths manifolds so3 gp}
 export PYTHONUNBUFFERED=1
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -32,6 +33,11 @@ fi
 if has ot; then
   timeout 150 $PY benchmarks/bench_ot.py --device cuda --rounds 5 --draws 5 \
     --out "$OUT/ot_cuda.json" 2>&1 | tail -25
+fi
+if has otprofile; then
+  # the rounds of the sparse certified solve against the dense route, three batches a size
+  timeout 120 $PY benchmarks/profile_ot.py --device cuda --sizes 1024x2,4096x2,4096x3072 \
+    --reps 2 --seeds 0 1 2 2>&1 | tee "$OUT/ot_cuda_profile.txt" | tail -40
 fi
 if has paths; then
   timeout 100 $PY benchmarks/bench_paths.py --device cuda --out "$OUT/paths_cuda.json" 2>&1 | tail -25
