@@ -57,7 +57,7 @@ _WARM_MIN = 112
 #: against 20-42 ms; on a small matrix many small kernels cost more than the host's passes).
 _DEVICE_DUALS_MIN = 1024
 #: From this size the device route first tries the sparse certified solve
-#: (:func:`_sparse_certified`), which sends the host ``n x 16`` candidates instead of the
+#: (:func:`_sparse_certified`), which sends the host ``n x 8`` candidates instead of the
 #: ``n x n`` reduced matrix.
 _SPARSE_MIN = 512
 #: Relative size of the duality gap the auction certifies (times the largest |cost|).
