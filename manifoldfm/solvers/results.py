@@ -111,7 +111,7 @@ class SDESolution:
         ts: the time grid, shape ``(steps + 1,)``, in ``x``'s dtype and device (built on first
             access).
         xs: ``(steps + 1, B, *shape)`` with ``save_trajectory=True``, otherwise the endpoints
-            only, ``(2, B, *shape)`` (built on first access).
+            only, ``(2, B, *shape)`` (then built on first access).
         nfe: the number of evaluations of the velocity field (one per step).
         grid: the times of ``ts`` as Python floats.
         states: the states of ``xs`` as a sequence of ``(B, *shape)`` tensors (views of its
