@@ -52,8 +52,9 @@ von Mises-Fisher mixture (kappa 40) 0.740 nats with them, 0.689 without (truth 0
 at least 20000 and at most 50000 steps (functions: at least 5000, at most 20000). (On the
 volcano data, 20000 steps without early stopping gave a test NLL of -1.04 nats with a 128 x 3
 network and -1.49 with 256 x 4, against 1.32 after 2600 steps; with today's defaults 20000
-steps give -3.35 +- 0.23 and 60000 steps -4.47 +- 0.30: longer training still pays on sharp
-densities, at three times the time; see the results page of the docs.)
+steps give -3.35 +- 0.23 and 60000 steps -4.47 +- 0.30, or -5.02 +- 0.18 with a 512 x 4
+network (``hidden=512``): longer training and wider networks still pay on sharp densities, at
+three to seven times the time; see the results page of the docs.)
 
 **Validation.** ``val_fraction`` of the points (at least one) are held out. Every
 ``eval_every`` steps the conditional flow-matching loss of the EMA model is measured on a
