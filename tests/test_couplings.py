@@ -240,6 +240,116 @@ def test_sparse_certified_assignment_is_optimal_or_declines(kind, n, k, zero_dua
     assert float(c64[np.arange(n), j.numpy()].sum()) == pytest.approx(_optimum(c64), rel=1e-12)
 
 
+def _candidate_problem(kind, n, k, seed):
+    """``(n, k)`` candidate weights and columns: each row's ``k`` smallest entries of a
+    non-negative matrix with a zero in every row, as the sparse route builds them."""
+    rng = np.random.default_rng(seed)
+    if kind == "gauss2":
+        x0, x1 = rng.normal(size=(n, 2)), rng.normal(size=(n, 2)) + 0.5
+        c = ((x0[:, None, :] - x1[None, :, :]) ** 2).sum(-1)
+    elif kind == "ties":
+        c = rng.integers(0, 4, size=(n, n)).astype(np.float64)
+    else:
+        c = rng.random((n, n))
+    c -= c.min(1, keepdims=True)
+    cols = np.argsort(c, axis=1, kind="stable")[:, :k].astype(np.int32)
+    return c, np.take_along_axis(c, cols, 1), cols
+
+
+def _candidate_optimum(cand, n):
+    """The optimum over the candidates by the dense solver (others forbidden), or None."""
+    big = np.full((n, n), np.inf)
+    np.minimum.at(big, (cand.rows, cand.cols), cand.w)
+    finite = np.isfinite(big)
+    if not (finite.any(0).all() and finite.any(1).all()):
+        return None
+    try:
+        r, j = linear_sum_assignment(big)
+    except ValueError:  # no perfect matching among the candidates
+        return None
+    return float(big[r, j].sum())
+
+
+def _assert_exact_duals(cand, x, u, v):
+    rc = cand.w - u[cand.rows] - v[cand.cols]
+    scale = 1.0 + np.abs(cand.w).max() + np.abs(u).max() + np.abs(v).max()
+    assert rc.min() >= -1e-12 * scale  # feasible on every candidate
+    on = cand.cols == x[cand.rows]
+    assert np.abs(rc[on]).max() <= 1e-12 * scale  # tight on the matching
+
+
+@settings(max_examples=40)
+@given(
+    kind=st.sampled_from(["gauss2", "ties", "uniform"]),
+    n=st.integers(2, 90),
+    k=st.integers(1, 6),
+    extra=st.integers(0, 40),
+    seed=seeds,
+)
+@example(kind="ties", n=40, k=2, extra=10, seed=3)
+def test_sparse_augmentations_are_optimal_on_the_candidates(kind, n, k, extra, seed):
+    # the host solve of the sparse route: an optimal perfect matching of the candidates with
+    # exact duals, from the greedy start and again after new entries free some rows (the warm
+    # start of a later round)
+    from manifoldfm.couplings import _assignment as assignment
+
+    k = min(k, n)
+    c, w, cols = _candidate_problem(kind, n, k, seed)
+    rows = np.repeat(np.arange(n, dtype=np.int32), k)
+    cand = assignment._Candidates(rows, cols.ravel(), w.ravel(), n)
+    x, u, v = assignment._greedy_start(w, cols)
+    opt = _candidate_optimum(cand, n)
+    if not assignment._augment(cand, x, u, v):
+        assert opt is None
+        return
+    assert opt is not None
+    _assert_permutation(torch.from_numpy(x), n)
+    assert float(cand.matched_cost(x).sum()) == pytest.approx(opt, rel=1e-12, abs=1e-12)
+    _assert_exact_duals(cand, x, u, v)
+    # a later round: new entries, their rows' duals lowered and those rows freed
+    rng = np.random.default_rng(seed + 1)
+    br = rng.integers(0, n, extra).astype(np.int32)
+    bc = rng.integers(0, n, extra).astype(np.int32)
+    bw = c[br, bc]
+    cand = cand.add(br, bc, bw)
+    lowered = u.copy()
+    np.minimum.at(lowered, br, bw - v[bc])
+    x[lowered < u] = -1
+    assert assignment._augment(cand, x, lowered, v)
+    _assert_permutation(torch.from_numpy(x), n)
+    opt = _candidate_optimum(cand, n)
+    assert float(cand.matched_cost(x).sum()) == pytest.approx(opt, rel=1e-12, abs=1e-12)
+    _assert_exact_duals(cand, x, lowered, v)
+
+
+@settings(max_examples=25)
+@given(kind=st.sampled_from(["gauss2", "ties", "uniform"]), n=st.integers(2, 70), seed=seeds)
+def test_largest_column_duals_are_the_bellman_ford_fixpoint(kind, n, seed):
+    # the duals the certificate uses: feasible and tight on the candidates, column duals <= 0
+    # and the largest such (the fixpoint of Bellman-Ford passes from zero)
+    from manifoldfm.couplings import _assignment as assignment
+
+    k = min(4, n)
+    _, w, cols = _candidate_problem(kind, n, k, seed)
+    rows = np.repeat(np.arange(n, dtype=np.int32), k)
+    cand = assignment._Candidates(rows, cols.ravel(), w.ravel(), n)
+    x, u, v = assignment._greedy_start(w, cols)
+    if not assignment._augment(cand, x, u, v):
+        return
+    u2, v2 = assignment._largest_column_duals(cand, x, v)
+    _assert_exact_duals(cand, x, u2, v2)
+    assert v2.max() <= 0.0
+    wm = cand.matched_cost(x)
+    ref = np.zeros(n)
+    for _ in range(2 * n + 2):
+        step = ref.copy()
+        np.minimum.at(step, cand.cols, ref[x[cand.rows]] + cand.w - wm[cand.rows])
+        if np.array_equal(step, ref):
+            break
+        ref = step
+    np.testing.assert_allclose(v2, ref, rtol=0, atol=1e-12 * (1.0 + np.abs(w).max()))
+
+
 @pytest.mark.parametrize("dim", [2, 30])
 def test_device_route_solves_sparse_and_certifies_or_falls_back(dim, monkeypatch):
     from manifoldfm.couplings import _assignment as assignment
