@@ -596,10 +596,12 @@ def test_sphere_fast_operations_match_the_general_ones(dtype):
     ].to(dtype)
     y[0] = 0.0
     y[1] = math.nan
-    out = s._projx_inplace(y.clone(), aux)
-    torch.testing.assert_close(out[0], torch.tensor([1.0, 0.0, 0.0], dtype=dtype))
-    assert torch.isnan(out[1]).all()
-    assert (out[2:] - s._projx(y[2:])).abs().max().item() <= tol
+    # the CPU's row-sum route and the accelerators' norm kernel, both run here
+    for route in (aux, aux._replace(ones=None, norm_kernel=True)):
+        out = s._projx_inplace(y.clone(), route)
+        torch.testing.assert_close(out[0], torch.tensor([1.0, 0.0, 0.0], dtype=dtype))
+        assert torch.isnan(out[1]).all()
+        assert (out[2:] - s._projx(y[2:])).abs().max().item() <= tol
     # tangent projection and exponential map, from u = 0 to a half turn
     u = s.proju(x, torch.randn(200, 3, generator=g, dtype=dtype))
     assert (s._proju_fast(x, u + 2 * x, aux) - s._proju(x, u + 2 * x)).abs().max() <= 4 * tol
@@ -646,6 +648,7 @@ def test_sphere_row_sums_avoid_reduced_precision_matmuls():
     # other devices: sums, and the nudge made on the device itself
     aux = Sphere(2)._fast_aux(torch.zeros(1, 3, device="meta"))
     assert aux.ones is None and aux.nudge.device.type == "meta" and aux.nudge.shape == (3,)
+    assert aux.norm_kernel and not Sphere(2)._fast_aux(torch.zeros(1, 3)).norm_kernel
 
 
 @pytest.mark.parametrize("m", [Sphere(2), FlatTorus(2)], ids=["sphere", "torus"])

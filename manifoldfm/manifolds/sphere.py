@@ -49,6 +49,10 @@ class _FastAux(NamedTuple):
     ones: Tensor | None
     #: ``sqrt(tiny) e_0``, added before normalising (see ``Sphere._projx_inplace``)
     nudge: Tensor
+    #: normalise by one norm kernel and one division (accelerators, where each kernel launch
+    #: costs more than its work at solver batch sizes) instead of a row sum, ``rsqrt`` and a
+    #: product (the CPU, where the row sum is one BLAS call)
+    norm_kernel: bool = False
 
 
 # (column of ones, nudge) on the CPU by (dtype, ambient dimension); read-only.
@@ -239,7 +243,7 @@ class Sphere(Manifold):
         if x.device.type != "cpu":  # filled on the device: no host-to-device copy
             nudge = x.new_zeros(n)
             nudge.narrow(0, 0, 1).fill_(_tiny_root(x.dtype))
-            return _FastAux(None, nudge)
+            return _FastAux(None, nudge, norm_kernel=True)
         parts = _CPU_AUX.get((x.dtype, n))
         if parts is None:
             nudge = torch.zeros(n, dtype=x.dtype)
@@ -259,9 +263,12 @@ class Sphere(Manifold):
         itself on the CPU, and any ``y`` longer than about ``1e-12`` (float32; ``1e-138`` in
         float64) is normalised to rounding, the nudge being below half an ulp of its
         largest coordinate. Where the squared norm overflows (``|y|`` above about ``1e19``
-        in float32) the row comes out 0, as ``_projx``'s does.
+        in float32) the row comes out 0, as ``_projx``'s does. Off the CPU the division by
+        ``torch.linalg.vector_norm`` does the same in two kernels instead of four.
         """
         y.add_(aux.nudge)
+        if aux.norm_kernel:
+            return y.div_(torch.linalg.vector_norm(y, dim=-1, keepdim=True))
         return y.mul_(_rowdot(y, y, aux.ones).rsqrt_())
 
     def _expmap_fast(self, x: Tensor, u: Tensor, aux: _FastAux) -> Tensor:

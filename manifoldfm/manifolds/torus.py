@@ -186,15 +186,18 @@ class FlatTorus(Manifold):
 
         From 2048 entries on, ``y - 2 pi floor(y / 2 pi)`` clamped to ``[0, 2 pi)``: four
         cheap elementwise operations, where ``torch.remainder`` costs several times more
-        per element on the CPU; below that, ``torch.remainder`` and the clamp. Both replace
-        ``wrap_angle``'s select by a clamp and equal ``wrap_angle(y)`` to rounding: for
+        per element on the CPU; below that and off the CPU, ``torch.remainder`` and the
+        clamp. Both replace ``wrap_angle``'s select by a clamp and equal ``wrap_angle(y)`` to
+        rounding: for
         ``y`` within a period of the range (the solvers' steps) the subtraction is exact,
         and only an angle within an ulp of a multiple of ``2 pi`` may come out at the other
         end of the range (just below ``2 pi`` instead of 0 or the reverse), the same point
         of the circle to an ulp.
         """
         below = _below_two_pi(y.dtype)
-        if y.numel() < 2048:  # below this, the one remainder kernel is the cheaper
+        if y.numel() < 2048 or y.device.type != "cpu":
+            # the one remainder kernel is the cheaper below this size, and on accelerators,
+            # where a kernel launch costs more than the work
             return torch.remainder(y, _TWO_PI, out=y).clamp_max_(below)
         two_pi = _two_pi_parts(y.dtype)[0]
         y.add_(torch.mul(y, 1.0 / two_pi).floor_(), alpha=-two_pi)
