@@ -389,6 +389,49 @@ def test_sparse_route_stays_exact_with_huge_entries(penalty):
     assert float(c64[np.arange(n), j.numpy()].sum()) == pytest.approx(_optimum(c64), rel=1e-12)
 
 
+@pytest.mark.parametrize("n", [200, 520])  # the host route; the device route's sparse solve
+@pytest.mark.parametrize("fraction", [0.3, 0.6, 0.9])
+@pytest.mark.parametrize("penalty", [1e8, 1e16, 1e20])
+def test_assignment_stays_exact_when_most_entries_are_penalties(n, fraction, penalty):
+    # most entries forbidden: a penalty is then the typical entry, and duals of a penalty's
+    # size (whose float64 rounding swamps the real costs) must still be refused
+    x0, x1 = _batches(n, n, 2, 14, shift=1.0)
+    c = pairwise_cost(x0, x1).double()
+    c[torch.rand(n, n, generator=torch.Generator().manual_seed(6)) < fraction] = penalty
+    c64 = c.numpy()
+    opt = _optimum(c64)
+    for device_duals in (False, True):
+        j = solve_assignment(c, device_duals=device_duals)
+        _assert_permutation(j, n)
+        assert float(c64[np.arange(n), j.numpy()].sum()) == pytest.approx(opt, rel=1e-12)
+
+
+def test_sparse_certificate_judges_each_entry_on_its_own_terms():
+    # one forced huge row: its entries' tolerance (a few ulps of 1e6) must not let the other
+    # rows stray further than that from their optimum (row 0 takes whichever column is left)
+    from manifoldfm.couplings._assignment import _CERT_ULPS, _sparse_certified
+
+    rng = np.random.default_rng(0)
+    n = 40
+    eps = float(np.finfo(np.float64).eps)
+    certified = 0
+    for _ in range(10):
+        c = rng.random((n, n))
+        c[0] = 1e6 * (1.0 + 1e-3 * rng.random(n))
+        zero = torch.zeros(n, dtype=torch.float64)
+        j = _sparse_certified(torch.from_numpy(c), zero, zero, k=n // 2)
+        if j is None:
+            continue
+        certified += 1
+        _assert_permutation(j, n)
+        opt = _optimum(c)
+        got = float(c[np.arange(n), j.numpy()].sum())
+        # the bound: a few ulps of row 0's terms (about 3e6 in all), next to nothing from the
+        # other rows' (a 1e-13 relative tolerance of the largest terms would allow 4e-6)
+        assert got <= opt + 2 * _CERT_ULPS * eps * 3e6
+    assert certified >= 5
+
+
 @pytest.mark.parametrize("dim", [2, 300])
 def test_float32_host_cost_keeps_the_optimum_and_the_callers_matrix(dim):
     # a float32 CPU cost goes to the dual pre-reduction as it is (no float64 copy) and is
