@@ -23,7 +23,8 @@ Part 2, speed (``--part speed``, ``B = 4096``, float32, ``--device cpu`` or ``cu
   pre-drawn ``t``), after checking that both give the same ``(x_t, u_t)`` and that ours' ``u_t``
   is the time derivative of ``x_t``;
 * (b) one ODE step with a cheap fixed field (a rotation field on ``S^2``, a smooth periodic
-  field on ``T^2``; ``--fields mlp`` adds a small fixed MLP), methods euler, midpoint and rk4:
+  field on ``T^2``; ``--fields mlp`` adds a small fixed MLP, ``--fields zero`` a field that
+  returns zeros, which leaves the solvers' own cost), methods euler, midpoint and rk4:
   ours ``solve_ode(v, x0, steps=1, method=..., manifold=M, manifold_scheme=...)`` against
   flow_matching's ``RiemannianODESolver(M, v).sample(x0, None, method=..., time_grid=[0, 1])``
   with its default ``projx=True, proju=True``: the projection method (ambient Runge-Kutta
@@ -690,7 +691,14 @@ class MLPField:
         return self.net(x, t)
 
 
+def _zero_field(x: Tensor, t: Tensor) -> Tensor:
+    """``v = 0``: a step then costs what the solver itself does (``--fields zero``)."""
+    return torch.zeros_like(x)
+
+
 def _field(kind: str, name: str, dtype: torch.dtype, device: torch.device, seed: int):
+    if kind == "zero":
+        return _zero_field
     if kind == "mlp":
         return MLPField(name, dtype, device, seed)
     return RotationField(dtype, device) if name == "S2" else TorusField()
@@ -944,7 +952,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pairs", type=int, default=256, help="pairs per angle (accuracy)")
     p.add_argument("--batch", type=int, default=4096, help="batch size (speed)")
     p.add_argument("--methods", nargs="+", default=["euler", "midpoint", "rk4"])
-    p.add_argument("--fields", nargs="+", choices=["rotation", "mlp"], default=["rotation", "mlp"])
+    p.add_argument(
+        "--fields",
+        nargs="+",
+        choices=["rotation", "mlp", "zero"],
+        default=["rotation", "mlp"],
+        help="zero: a field that returns zeros, so that a step costs the solver's own work",
+    )
     p.add_argument("--rounds", type=int, default=15, help="timed rounds per pass")
     p.add_argument("--passes", type=int, default=3, help="passes over all configurations")
     p.add_argument("--warmup", type=int, default=3)
