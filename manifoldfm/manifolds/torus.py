@@ -195,7 +195,7 @@ class FlatTorus(Manifold):
         of the circle to an ulp.
         """
         below = _below_two_pi(y.dtype)
-        if y.numel() < 2048 or y.device.type != "cpu":
+        if y.numel() < 2048 or not y.is_cpu:
             # the one remainder kernel is the cheaper below this size, and on accelerators,
             # where a kernel launch costs more than the work
             return torch.remainder(y, _TWO_PI, out=y).clamp_max_(below)
