@@ -30,6 +30,7 @@ from manifoldfm.manifolds import FlatTorus, Sphere
 from .conftest import DEVICES
 
 seeds = st.integers(min_value=0, max_value=2**31 - 1)
+F64 = torch.float64
 
 
 def _batches(n0, n1, d, seed, dtype=torch.float64, shift=0.5, device="cpu"):
@@ -847,3 +848,69 @@ def test_exact_ot_extreme_cost_scales(scale):
         _assert_permutation(j, n)
         cn = c.numpy()
         assert float(cn[np.arange(n), j.numpy()].sum()) == pytest.approx(_optimum(cn), rel=1e-9)
+
+
+@pytest.mark.parametrize("which", ["x0", "b"])
+def test_sinkhorn_coupling_accepts_inputs_that_carry_gradients(which):
+    # the pairing itself is not differentiable, but inputs with requires_grad (a point batch
+    # under a manifold cost, or target weights) must not break it
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.nn.functional.normalize(torch.randn(5, 3, generator=g, dtype=F64), dim=-1)
+    x1 = torch.nn.functional.normalize(torch.randn(4, 3, generator=g, dtype=F64), dim=-1)
+    b = torch.full((4,), 0.25, dtype=F64)
+    (x0 if which == "x0" else b).requires_grad_(True)
+    ref = SinkhornOT(0.1, Sphere(2))(
+        x0.detach(), x1, b=b.detach(), generator=torch.Generator().manual_seed(0)
+    )
+    pair = SinkhornOT(0.1, Sphere(2))(x0, x1, b=b, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(pair.j, ref.j)
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1.0, 1e160])
+def test_auction_is_exact_at_extreme_cost_scales(scale):
+    # the auction works on the cost divided by its largest magnitude: no spread underflowing
+    # to zero (which took the constant-matrix shortcut) or overflowing to inf
+    x0, x1 = _batches(40, 40, 2, 15)
+    c = pairwise_cost(x0, x1).double() * scale
+    c64 = c.numpy()
+    j = solve_assignment(c, "auction")
+    _assert_permutation(j, 40)
+    assert float(c64[np.arange(40), j.numpy()].sum()) == pytest.approx(_optimum(c64), rel=1e-8)
+
+
+def test_sinkhorn_raises_a_reg_below_float64_resolution():
+    # reg = 1e-20 next to costs of order 1 cannot be resolved in float64: it is raised to
+    # 1e-10 of the largest cost, which gives the exact plan, not NaN or a silent all-zero pairing
+    x0, x1 = _batches(6, 4, 2, 16)
+    sk = SinkhornOT(1e-20, max_iter=20_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SinkhornConvergenceWarning)
+        plan = sk.plan(x0, x1)
+        pair = sk(x0, x1, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(plan).all() and plan.min() >= 0
+    assert float(plan.sum()) == pytest.approx(1.0, abs=1e-5)
+    c = pairwise_cost(x0, x1).double().numpy()
+    exact = ot.emd(np.full(6, 1 / 6), np.full(4, 1 / 4), c)
+    assert float((plan.double().numpy() * c).sum()) == pytest.approx(
+        float((exact * c).sum()), rel=1e-6
+    )
+    assert pair.j.unique().numel() == 4  # every target is used, as the plan's columns say
+
+
+def test_weights_near_the_float64_maximum_are_normalised():
+    x0, x1 = _batches(4, 4, 2, 17)
+    big = torch.full((4,), 1e308, dtype=F64)
+    plan = SinkhornOT(0.5).plan(x0, x1, a=big, b=big)
+    assert torch.isfinite(plan).all()
+    torch.testing.assert_close(plan.sum(1), torch.full((4,), 0.25, dtype=plan.dtype))
+    pair = ExactOT()(x0, x1, a=big, b=big * 0.5)
+    _assert_permutation(pair.j, 4)
+
+
+@pytest.mark.parametrize("coupling", [ExactOT(), SinkhornOT(0.5)])
+def test_couplings_name_non_tensor_and_scalar_inputs(coupling):
+    x = torch.zeros(3, 2)
+    with pytest.raises(TypeError, match=r"x0 must be a torch\.Tensor"):
+        coupling([[0.0, 1.0]], x)
+    with pytest.raises(ValueError, match="x0 must have a batch dimension"):
+        coupling(torch.tensor(1.0), x)

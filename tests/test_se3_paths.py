@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given
@@ -417,3 +419,24 @@ def test_kabsch_refuses_bad_input():
     q[2, 1] = float("nan")
     with pytest.raises(ValueError, match="finite points"):
         kabsch(q, p)
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_frame_cost_ignores_the_values_of_padded_frames(align):
+    # a padded frame (mask 0) may hold anything: moving it far away changes no cost
+    x0, x1, _ = _batch(3, F64, 3, 4, 5)
+    m0 = torch.ones(3, 5, dtype=F64)
+    m0[0, 2] = 0.0
+    ref = FrameCost(align=align).pairwise(x0, x1, mask0=m0)
+    far = x0.clone()
+    far[0, 2, :3, 3] = 1e10
+    torch.testing.assert_close(FrameCost(align=align).pairwise(far, x1, mask0=m0), ref)
+
+
+@pytest.mark.parametrize("bad", [-0.5, math.nan, math.inf])
+def test_frame_cost_rejects_negative_or_non_finite_masks(bad):
+    x0, x1, _ = _batch(4, F64, 2, 2, 3)
+    mask = torch.ones(2, 3, dtype=F64)
+    mask[1, 1] = bad
+    with pytest.raises(ValueError, match="mask0"):
+        FrameCost().pairwise(x0, x1, mask0=mask)

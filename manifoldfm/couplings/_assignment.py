@@ -433,19 +433,23 @@ def auction(
 def _auction_solve(cost: Tensor, max_rounds: int) -> Tensor:
     n = cost.shape[0]
     c64 = cost.to(torch.float64)
-    scale = float(c64.abs().max())
-    std = float(c64.std()) if n > 1 else 0.0
-    if n == 1 or scale == 0.0 or std == 0.0:
+    lo, hi = (float(v) for v in torch.aminmax(c64))
+    if n == 1 or lo == hi:  # a constant matrix: every permutation is optimal
         return torch.arange(n, device=cost.device)
+    # the auction runs on the cost divided by its largest magnitude (the same optimal
+    # permutations), so that its spread, prices and gaps neither underflow nor overflow
+    scale = max(abs(lo), abs(hi))
+    c64 = c64 / scale
+    std = float(c64.std())
     log_w = torch.full((n,), -math.log(n), dtype=torch.float64, device=cost.device)
     rel = 0.03
     warm = sinkhorn(c64, log_w, log_w, rel * std, max_iter=60, tol=0.0, scaling=0.3)
     prices = -warm.g
-    eps_final = _AUCTION_REL_GAP * scale / n
+    eps_final = _AUCTION_REL_GAP / n
     cols, prices, gap, done = auction(
         c64, prices, eps_start=rel * std, eps_final=eps_final, max_rounds=max_rounds
     )
-    if done and gap <= _AUCTION_REL_GAP * scale * (1 + 1e-6):
+    if done and gap <= _AUCTION_REL_GAP * (1 + 1e-6):
         return cols
     # out of budget: the host solver finishes from the auction's prices (same optimum)
     reduced, _ = _host_matrix(c64 + prices[None, :])

@@ -313,14 +313,15 @@ def _weights(w: Tensor | None, n: int, name: str, like: Tensor, *, strict: bool)
         w = torch.as_tensor(w)
     if w.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},) to match the batch, got {tuple(w.shape)}")
-    w = w.to(dtype=torch.float64, device=like.device)
+    w = w.detach().to(dtype=torch.float64, device=like.device)
     if not bool(torch.isfinite(w).all()):
         raise ValueError(f"{name} holds non-finite weights")
     low = float(w.min())
     if (strict and low <= 0) or low < 0:
         rel = "> 0" if strict else ">= 0"
         raise ValueError(f"{name} weights must be {rel}, got a minimum of {low:.6g}")
-    total = float(w.sum())
-    if total <= 0:
-        raise ValueError(f"{name} weights must have a positive sum, got {total:.6g}")
-    return w / total
+    top = float(w.max())
+    if top <= 0:
+        raise ValueError(f"{name} weights must have a positive sum, got {float(w.sum()):.6g}")
+    w = w / top  # first by the largest: the sum of weights near the float64 maximum overflows
+    return w / w.sum()

@@ -19,6 +19,13 @@ def _check_mask(mask: Tensor | None, shape: tuple[int, ...], name: str) -> Tenso
         raise TypeError(f"{name} must be a torch.Tensor or None, got {type(mask).__name__}")
     if tuple(mask.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(mask.shape)}")
+    if mask.numel() and not bool((mask >= 0).all()):  # also false for NaN entries
+        raise ValueError(
+            f"{name} must hold finite weights >= 0 (1 present, 0 padded), got a minimum of "
+            f"{float(mask.min()):.6g}" + (" and NaN entries" if bool(mask.isnan().any()) else "")
+        )
+    if mask.numel() and not bool(torch.isfinite(mask).all()):
+        raise ValueError(f"{name} must hold finite weights >= 0, got infinite entries")
     return mask
 
 
@@ -340,9 +347,16 @@ class FrameCost:
         d = torch.bmm(q0.transpose(0, 1), q1.permute(1, 2, 0))  # (N, B0, B1)
         rot = _weighted_sum(_angle_sq(d), r0, r1)
         # translations: sum_k w |t0 - t1|^2 by products, after a common shift (no distance
-        # changes) that keeps the expansion free of cancellation
-        shift = 0.5 * (t0.mean((0, 1)) + t1.mean((0, 1)))
-        t0, t1 = t0 - shift, t1 - shift
+        # changes) that keeps the expansion free of cancellation; padded frames (weight 0)
+        # count for nothing, neither in the shift nor through their values
+        t0 = torch.where(w0[..., None] > 0, t0, 0.0)
+        t1 = torch.where(w1[..., None] > 0, t1, 0.0)
+        tiny = torch.finfo(t0.dtype).tiny
+        mean0 = (w0[..., None] * t0).sum((0, 1)) / w0.sum().clamp_min(tiny)
+        mean1 = (w1[..., None] * t1).sum((0, 1)) / w1.sum().clamp_min(tiny)
+        shift = 0.5 * (mean0 + mean1)
+        t0 = torch.where(w0[..., None] > 0, t0 - shift, 0.0)
+        t1 = torch.where(w1[..., None] > 0, t1 - shift, 0.0)
         sq0 = (w0 * t0.square().sum(-1)) @ w1.T
         sq1 = w0 @ (w1 * t1.square().sum(-1)).T
         cross = (w0[..., None] * t0).flatten(1) @ (w1[..., None] * t1).flatten(1).T

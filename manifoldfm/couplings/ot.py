@@ -25,6 +25,11 @@ from .base import (
 
 __all__ = ["ExactOT", "SinkhornConvergenceWarning", "SinkhornOT"]
 
+#: SinkhornOT raises a smaller ``reg`` to this many times the largest |cost|: float64 resolves
+#: ``f + g - C`` to about ``2e-16`` of it, so the plan's entries carry a relative error of about
+#: ``2e-16 / _REG_FLOOR`` (``2e-6``), and the plan is the exact OT plan up to ties by then.
+_REG_FLOOR = 1e-10
+
 
 class SinkhornConvergenceWarning(UserWarning):
     """Sinkhorn stopped at ``max_iter`` before its marginals reached ``tol``.
@@ -206,6 +211,8 @@ class ExactOT:
     def _prepare(
         self, x0: Tensor, x1: Tensor, a: Tensor | None, b: Tensor | None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        # types and batch dimensions first: the route below reads the batch sizes
+        _check_pair(x0, x1, same_features=False)
         if self.cost is None and a is None and b is None and x0.shape[0] == x1.shape[0]:
             # a permutation is coming: the cost is needed only up to row and column constants
             _check_pair(x0, x1, same_features=True)
@@ -241,10 +248,11 @@ class SinkhornOT:
     **Numerics**: log-domain Sinkhorn in float64 on the inputs' device (no host round-trip),
     with epsilon scaling from the cost range down to ``reg``; each update is a log-sum-exp, so
     it stays finite for any ``reg`` however small next to the costs (``reg = 1e-3`` for costs
-    of order 1 works). It stops when the L1 error of the x1 marginal is below ``tol``; if
-    ``max_iter`` iterations are spent first, it warns with :class:`SinkhornConvergenceWarning`
-    (naming the error reached) and pairs with the plan it has. As ``reg -> 0`` the plan tends
-    to the exact OT plan.
+    of order 1 works); a ``reg`` below ``1e-10`` times the largest |cost|, which float64 cannot
+    resolve, is raised to that (the plan is the exact OT plan up to ties there). It stops when
+    the L1 error of the x1 marginal is below ``tol``; if ``max_iter`` iterations are spent
+    first, it warns with :class:`SinkhornConvergenceWarning` (naming the error reached) and
+    pairs with the plan it has. As ``reg -> 0`` the plan tends to the exact OT plan.
 
     Args:
         reg: entropic regularisation, > 0, in cost units (see above).
@@ -293,11 +301,18 @@ class SinkhornOT:
 
     def _solve(
         self, x0: Tensor, x1: Tensor, a: Tensor | None, b: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, float]:
         cost = pairwise_cost(x0, x1, self.cost).to(torch.float64)
         if value_checks_enabled():
             _check_cost_finite(cost, x0, x1)
         n0, n1 = cost.shape
+        # float64 resolves f + g - C to about 1e-16 of the largest cost: a finer reg would
+        # turn that rounding into exp(+-huge) (the plan is the exact OT plan by then anyway)
+        reg = (
+            max(self.reg, _REG_FLOOR * float(cost.detach().abs().max()))
+            if cost.numel()
+            else self.reg
+        )
         wa = _weights(a, n0, "a", cost, strict=True)
         wb = _weights(b, n1, "b", cost, strict=False)
         log_a = (
@@ -311,17 +326,22 @@ class SinkhornOT:
             else wb.log()
         )
         state = sinkhorn(
-            cost, log_a, log_b, self.reg, max_iter=self.max_iter, tol=self.tol, scaling=self.scaling
+            cost, log_a, log_b, reg, max_iter=self.max_iter, tol=self.tol, scaling=self.scaling
         )
+        if not (bool(torch.isfinite(state.f).all()) and bool(torch.isfinite(state.g).all())):
+            raise ValueError(
+                f"Sinkhorn (reg={reg:g}) gave non-finite potentials on a ({n0}, {n1}) cost "
+                f"matrix with entries in [{float(cost.min()):.6g}, {float(cost.max()):.6g}]"
+            )
         if not state.converged:
             warnings.warn(
-                f"Sinkhorn (reg={self.reg:g}) stopped after {state.iterations} iterations on a "
+                f"Sinkhorn (reg={reg:g}) stopped after {state.iterations} iterations on a "
                 f"({n0}, {n1}) cost matrix with an x1-marginal L1 error of "
                 f"{state.marginal_error:.3g} > tol={self.tol:g}; raise max_iter or reg",
                 SinkhornConvergenceWarning,
                 stacklevel=3,
             )
-        return cost, state.f, state.g, log_a, log_b
+        return cost, state.f, state.g, log_a, log_b, reg
 
     def plan(
         self, x0: Tensor, x1: Tensor, *, a: Tensor | None = None, b: Tensor | None = None
@@ -335,8 +355,8 @@ class SinkhornOT:
             >>> p.sum(0)
             tensor([0.3333, 0.3333, 0.3333])
         """
-        cost, f, g, log_a, log_b = self._solve(x0, x1, a, b)
-        logp = (f[:, None] + g[None, :] - cost) / self.reg + log_a[:, None] + log_b[None, :]
+        cost, f, g, log_a, log_b, reg = self._solve(x0, x1, a, b)
+        logp = (f[:, None] + g[None, :] - cost) / reg + log_a[:, None] + log_b[None, :]
         return logp.exp().to(x0.dtype)
 
     def coupling(
@@ -364,17 +384,20 @@ class SinkhornOT:
             ValueError: on mismatched shapes, bad weights or non-finite costs (with value
                 checks on).
         """
-        cost, _, g, _, log_b = self._solve(x0, x1, a, b)
+        cost, _, g, _, log_b, reg = self._solve(x0, x1, a, b)
+        # the pairing is not differentiable: the draw works on plain values (a cost or weights
+        # that carry gradients go through NumPy below)
+        cost, g, log_b = cost.detach(), g.detach(), log_b.detach()
         # the conditional of row i is proportional to exp((g_j - C_ij) / reg) b_j: draw from
         # it by the Gumbel-max trick, with uniforms from `generator`
         u = torch.rand(cost.shape, generator=generator, dtype=torch.float64, device=cost.device)
         if cost.device.type == "cpu":  # one NumPy pass each instead of torch's thread pool
             with np.errstate(divide="ignore"):
-                key = (g.numpy()[None, :] - cost.numpy()) / self.reg + log_b.numpy()[None, :]
+                key = (g.numpy()[None, :] - cost.numpy()) / reg + log_b.numpy()[None, :]
                 key -= np.log(-np.log(np.maximum(u.numpy(), 1e-300)))
             j = torch.from_numpy(key.argmax(axis=1))
         else:
-            logits = (g[None, :] - cost) / self.reg + log_b[None, :]
+            logits = (g[None, :] - cost) / reg + log_b[None, :]
             j = torch.argmax(logits - torch.log(-torch.log(u.clamp_min_(1e-300))), dim=1)
         i = torch.arange(x0.shape[0], device=x0.device)
         return CouplingResult(x0=x0, x1=x1.index_select(0, j), i=i, j=j)
