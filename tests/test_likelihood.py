@@ -303,3 +303,27 @@ def test_bad_source_and_fields_raise():
         log_likelihood(_v, X1 + math.nan, Gaussian(2), steps=2)
     with pytest.raises(ValueError, match=r"x must have shape \(B, 3\)"):
         log_likelihood(_v, X1, Gaussian(3), steps=2)
+
+
+def test_likelihood_handles_an_empty_batch():
+    x1 = torch.zeros(0, 3, dtype=torch.float64)
+    res = log_likelihood(lambda x, t: -x, x1, Gaussian(3), steps=4)
+    assert res.log_prob.shape == (0,)
+    x = torch.zeros(0, 3, requires_grad=True)
+    assert divergence(2 * x, x).shape == (0,)
+
+
+def test_likelihood_names_inference_mode_and_constant_fields():
+    x1 = torch.zeros(2, 2, dtype=torch.float64)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        log_likelihood(lambda x, t: -x, x1, Gaussian(2), steps=4)
+    # under no_grad the divergence's own graph is still built
+    with torch.no_grad():
+        res = log_likelihood(lambda x, t: -x, x1, Gaussian(2), steps=4)
+    assert torch.isfinite(res.log_prob).all()
+    b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"c \+ 0 \* x"):
+        log_likelihood(lambda x, t: b.expand_as(x), x1, Gaussian(2), steps=4)
+    # written as the message says, a translation has divergence 0: the density moves with it
+    res = log_likelihood(lambda x, t: b + 0 * x, x1, Gaussian(2), steps=4)
+    torch.testing.assert_close(res.log_prob, Gaussian(2).log_prob(x1 - b))

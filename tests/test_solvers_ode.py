@@ -627,3 +627,14 @@ def test_dopri5_max_steps_raises():
         solve_ode(
             lambda x, t: 50 * torch.cos(50 * t)[:, None] * x, X0, method="dopri5", max_steps=5
         )
+
+
+def test_dopri5_with_inputs_that_require_grad_raises_no_warning():
+    import warnings
+
+    x0 = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sol = solve_ode(lambda x, t: -x, x0, method="dopri5")
+    (grad,) = torch.autograd.grad(sol.x.sum(), x0)
+    torch.testing.assert_close(grad, torch.full_like(x0, math.exp(-1.0)), rtol=1e-4, atol=1e-6)

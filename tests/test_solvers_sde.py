@@ -344,3 +344,21 @@ def test_bad_field_and_state_raise():
         solve_sde(lambda x, t: x, torch.zeros(3, 2, dtype=torch.int64), diffusion=0.0, steps=3)
     with pytest.raises(ValueError, match="non-finite"):
         solve_sde(lambda x, t: x * math.inf, X0 + 1, path=PATH, diffusion=0.1, steps=3, t1=0.9)
+
+
+def test_backward_sde_from_one_names_the_singular_score():
+    # backwards from t0 = 1 the first step is evaluated where sigma_1 = 0: a diffusion that
+    # does not vanish there is refused with the reason; one that vanishes there runs finite
+    path = mfm.AffinePath(mfm.CondOT())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 2, generator=g, dtype=torch.float64)
+
+    def v(x, t):  # a finite field (what is tested is the score at the start, not the law)
+        return -0.5 * x
+
+    with pytest.raises(ValueError, match="singular at t0 = 1"):
+        solve_sde(v, x, path=path, diffusion=0.5, steps=20, t0=1.0, t1=0.0)
+    sol = solve_sde(
+        v, x, path=path, diffusion=lambda t: 0.8 * (1 - t), steps=20, t0=1.0, t1=0.0, generator=g
+    )
+    assert torch.isfinite(sol.x).all()

@@ -35,7 +35,8 @@ DIVERGENCES: tuple[str, ...] = ("exact", "hutchinson")
 
 _NO_GRAPH = (
     "the field's output does not depend on x through autograd (is it computed under "
-    "torch.no_grad() or detached?); the divergence needs its graph"
+    "torch.no_grad() or detached?); the divergence needs its graph (a field that is constant "
+    "in x has none either: return it as `c + 0 * x`)"
 )
 
 
@@ -123,7 +124,7 @@ def divergence(
     if not out.requires_grad:
         raise ValueError(_NO_GRAPH)
     batch = x.shape[0]
-    flat = out.reshape(batch, -1)
+    flat = out.reshape(batch, math.prod(x.shape[1:]))
     dim = flat.shape[1]
     div = out.new_zeros(batch)
     point = x.detach()
@@ -142,7 +143,7 @@ def divergence(
                     out, x, grad_outputs=p_i, retain_graph=i < dim - 1, allow_unused=True
                 )
             if grad is not None:
-                div = div + grad.reshape(batch, -1)[:, i]
+                div = div + grad.reshape(batch, dim)[:, i]
         return div.detach()
     if probes.ndim != 3 or probes.shape[1:] != flat.shape:
         raise ValueError(
@@ -158,7 +159,7 @@ def divergence(
             out, x, grad_outputs=eps.reshape(out.shape), retain_graph=k < n - 1, allow_unused=True
         )
         if vjp is not None:
-            div = div + (vjp.reshape(batch, -1) * eps).sum(dim=1)
+            div = div + (vjp.reshape(batch, dim) * eps).sum(dim=1)
     return (div / n).detach()
 
 
@@ -247,6 +248,8 @@ def log_likelihood(
             exact divergence, a source whose ``log_prob`` is not ``(B,)``, ``x1`` off the
             manifold (with manifold checks on), and the errors of ``solve_ode``.
         TypeError: a manifold without ``proju``, ``expmap`` or ``projx``.
+        RuntimeError: called under ``torch.inference_mode()``, where no graph can be built
+            for the divergence (``torch.no_grad()`` is fine).
 
     Example:
         >>> import torch
@@ -297,6 +300,11 @@ def log_likelihood(
     t0, t1 = check_time(t0, "t0"), check_time(t1, "t1")
     cond_kw = check_cond(cond)
     check_manifold(manifold)
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "log_likelihood needs autograd for the divergence, which torch.inference_mode() "
+            "turns off for good inside it; call it under torch.no_grad() or plain instead"
+        )
     if manifold_scheme is not None:
         check_choice(manifold_scheme, "manifold_scheme", MANIFOLD_SCHEMES)
     field = CountedField(v, cond_kw)

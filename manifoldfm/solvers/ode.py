@@ -294,10 +294,11 @@ def _fixed(
 
 
 def _rms(x: Tensor, scale: Tensor) -> Tensor:
-    """Per-sample RMS of ``x / scale`` maximised over the batch (a 0-dim tensor)."""
+    """Per-sample RMS of ``x / scale`` maximised over the batch (a 0-dim tensor, no graph:
+    a step-size control that autograd need not record)."""
     if x.numel() == 0:
         return x.new_zeros(())
-    r = (x / scale).reshape(x.shape[0], -1)
+    r = (x.detach() / scale.detach()).reshape(x.shape[0], -1)
     return r.square().mean(dim=1).sqrt().amax()
 
 

@@ -79,7 +79,9 @@ def solve_sde(
     score term flips: ``dx = [v - g^2/2 * score] dt + g dW``. The Euler-Maruyama scheme
     evaluates everything at the left end of each step only, so with ``t1 = 1`` the field and
     score are never evaluated at ``t = 1``, where the score of a path with ``sigma_1 = 0`` is
-    singular. Near ``t = 1`` the score recovered from a *learned* velocity amplifies its errors
+    singular; backwards from ``t0 = 1`` the first step is, so a path's score that is singular
+    there needs a diffusion that vanishes at ``t0`` (the score term is then left out of that
+    step) or a start at ``1 - eps``, else a ValueError says so. Near ``t = 1`` the score recovered from a *learned* velocity amplifies its errors
     by ``1 / sigma_t``: prefer a diffusion that vanishes at 1 (e.g. ``lambda t: 0.5 * (1 - t)``)
     or stop at ``t1 = 1 - eps``.
 
@@ -193,6 +195,22 @@ def solve_sde(
             )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    # the first step evaluates at t0: where the path's score is singular there (sigma = 0, as
+    # at t0 = 1 backwards), only a diffusion that vanishes at t0 lets it go without the score
+    skip_score = False
+    if manifold is None and noisy and score is None and path is not None and x0.numel():
+        ones = torch.ones_like(x0.detach()[:1])
+        if not bool(torch.isfinite(path.velocity_to_score(ones, ones, t0)).all()):
+            g_start = torch.as_tensor(
+                const_g if g_fn is None else _diffusion(g_fn, field.time(x0, t0), x0)
+            )
+            if not bool((g_start == 0).all()):
+                raise ValueError(
+                    f"solve_sde: the path's score is singular at t0 = {t0} (its sigma_t is 0 "
+                    f"there), where the first step is evaluated, and the diffusion is not 0 "
+                    f"there: start at t0 = {t0} - eps, or use a diffusion that vanishes at t0"
+                )
+            skip_score = True
 
     x = x0
     tracker = FiniteTracker("solve_sde")
@@ -211,6 +229,8 @@ def solve_sde(
             g = const_g if g_fn is None else _diffusion(g_fn, tt, x)
             if score is not None:
                 sc = _score(score, x, tt, cond_kw)
+            elif skip_score:  # g = 0 at this singular time: no score term
+                sc, skip_score = None, False
             elif manifold is None and path is not None:
                 # A float time: the path checks its range on the host, without a device sync.
                 sc = path.velocity_to_score(vel, x, t)
