@@ -327,3 +327,9 @@ def test_likelihood_names_inference_mode_and_constant_fields():
     # written as the message says, a translation has divergence 0: the density moves with it
     res = log_likelihood(lambda x, t: b + 0 * x, x1, Gaussian(2), steps=4)
     torch.testing.assert_close(res.log_prob, Gaussian(2).log_prob(x1 - b))
+
+
+def test_likelihood_asks_for_steps_by_its_own_arguments():
+    x1 = torch.zeros(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"needs the number of steps \(steps=\.\.\.\)$"):
+        log_likelihood(lambda x, t: -x, x1, Gaussian(2), method="rk4")

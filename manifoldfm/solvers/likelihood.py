@@ -285,6 +285,8 @@ def log_likelihood(
     x1 = check_state(x1, "x1")
     check_finite(x1, "x1")
     method = check_choice(method, "method", METHODS)
+    if steps is None and method != "dopri5":
+        raise ValueError(f"log_likelihood: method {method!r} needs the number of steps (steps=...)")
     div_kind = check_choice(divergence, "divergence", DIVERGENCES)
     if not callable(getattr(source, "log_prob", None)):
         raise TypeError(f"source must provide log_prob(x), got {type(source).__name__}")
