@@ -328,7 +328,7 @@ class SinkhornOT:
         state = sinkhorn(
             cost, log_a, log_b, reg, max_iter=self.max_iter, tol=self.tol, scaling=self.scaling
         )
-        if not (bool(torch.isfinite(state.f).all()) and bool(torch.isfinite(state.g).all())):
+        if not bool(torch.isfinite(state.f).all() & torch.isfinite(state.g).all()):
             raise ValueError(
                 f"Sinkhorn (reg={reg:g}) gave non-finite potentials on a ({n0}, {n1}) cost "
                 f"matrix with entries in [{float(cost.min()):.6g}, {float(cost.max()):.6g}]"
