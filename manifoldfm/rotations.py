@@ -23,7 +23,10 @@ checked, at the cost of one host-device sync per call: quaternions must be finit
 (within ``check_tol(dtype)``, 1e-4 in float32, 1e-6 in float64) unless ``normalize=True``;
 rotation matrices must be finite, orthonormal and of determinant ``+1`` (a reflection is named as
 such); homogeneous matrices must have the bottom row ``(0, 0, 0, 1)``. Failures raise
-``ValueError`` naming the problem. Shapes are always checked.
+``ValueError`` naming the problem. Shapes are always checked. The functions re-exported from
+:mod:`manifoldfm.manifolds.so3` (``hat``, ``vee``, ``rotvec_to_rotmat``, ``rotmat_to_rotvec``,
+``rotation_angle``) are the manifold's hot-path primitives and check only shapes and floating
+dtypes: give them rotation matrices (``rotmat_to_quat`` checks one first).
 
 **pytorch3d.** ``pytorch3d`` is never imported. Its ``Transform3d`` and ``se3_exp_map`` matrices
 act on row vectors, ``x' = x M``, so they are the transpose of ours (translation in the last

@@ -314,12 +314,15 @@ class Uniform:
                 f"manifold must be a manifoldfm Manifold, got {type(manifold).__name__}"
             )
         vol = float(manifold.volume)
-        if not (math.isfinite(vol) and vol > 0):
-            raise ValueError(
-                f"Uniform needs a manifold of finite volume; {manifold!r} has volume {vol}"
-            )
+        log_vol = getattr(manifold, "log_volume", None)  # finite where the volume underflows
+        if log_vol is None:
+            if not (math.isfinite(vol) and vol > 0):
+                raise ValueError(
+                    f"Uniform needs a manifold of finite volume; {manifold!r} has volume {vol}"
+                )
+            log_vol = math.log(vol)
         self.manifold = manifold
-        self._log_density = -math.log(vol)
+        self._log_density = -float(log_vol)
 
     @property
     def shape(self) -> tuple[int, ...]:

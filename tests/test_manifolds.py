@@ -699,3 +699,49 @@ def test_dtype_device_and_leading_shapes(m, device, dtype):
 def test_contract_on_cuda():
     for m in NAMED:
         check_manifold(m, dtype=torch.float32, device="cuda", seed=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_so3_log_near_pi_keeps_the_rotation_inside_the_canonical_band(dtype, monkeypatch):
+    # within eps_for(dtype) of the cut the log takes the canonical representative, which must
+    # still be the same rotation: exp(log) returns y as closely as without the canonical choice
+    import manifoldfm.manifolds.so3 as so3_module
+
+    so3, g = SO3(), gen(21)
+    band = 1e-6 if dtype == torch.float32 else 1e-12
+    axes = torch.randn(16, 3, generator=g, dtype=F64)
+    axes = axes / axes.norm(dim=-1, keepdim=True)
+    gaps = torch.logspace(math.log10(band) - 2, math.log10(band) + 0.5, 16, dtype=F64)
+    y = rotvec_to_rotmat(axes * (math.pi - gaps)[:, None]).to(dtype)
+    x = so3.random(16, generator=g, dtype=dtype)
+    xy = x @ y
+
+    def round_trip():
+        return so3.dist(so3.expmap(x, so3.logmap(x, xy)), xy)
+
+    canonical = round_trip()
+    monkeypatch.setattr(so3_module, "eps_for", lambda dt: 0.0)  # the plain shortest log
+    plain = round_trip()
+    slack = 3e-7 if dtype == torch.float32 else 1e-15
+    assert (canonical - plain).max().item() <= slack
+
+
+def test_sphere_volume_and_uniform_density_in_high_dimensions():
+    # Gamma((d + 1) / 2) overflows a float from d = 342: the volume goes through logarithms
+    from manifoldfm.sources import Uniform
+
+    for d in (2, 341, 400, 2000):
+        s = Sphere(d)
+        expected = math.log(2.0) + 0.5 * (d + 1) * math.log(math.pi) - math.lgamma(0.5 * (d + 1))
+        assert s.log_volume == pytest.approx(expected, rel=1e-12)
+        assert Uniform(s).log_density == pytest.approx(-expected, rel=1e-12)
+    assert Sphere(2).volume == pytest.approx(4 * math.pi, rel=1e-14)
+
+
+def test_bad_generators_and_integer_rotations_are_named():
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator"):
+        Sphere(2).random_uniform(2, generator=3)
+    with pytest.raises(TypeError, match="floating-point"):
+        rotmat_to_rotvec(torch.eye(3, dtype=torch.int64))
+    with pytest.raises(TypeError, match="floating-point"):
+        rotvec_to_rotmat(torch.tensor([1, 0, 0]))

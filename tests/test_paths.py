@@ -271,3 +271,12 @@ def test_check_scheduler_catches_broken_schedulers(bad, message):
     check_scheduler(_Sched("none"))  # the intact schedule passes
     with pytest.raises(AssertionError, match=message):
         check_scheduler(_Sched(bad))
+
+
+@pytest.mark.parametrize("scheduler", [mfm.CondOT(), mfm.Cosine()], ids=["condot", "cosine"])
+def test_affine_path_refuses_integer_batches(scheduler):
+    # the time would be cast to the batch's integer dtype (0.5 -> 0): refused, not computed
+    x0 = torch.zeros(2, 3, dtype=torch.long)
+    x1 = torch.full((2, 3), 10)
+    with pytest.raises(TypeError, match="floating dtype"):
+        mfm.AffinePath(scheduler).sample(x0, x1, 0.5)

@@ -560,6 +560,8 @@ class Manifold(geoopt.Manifold):
         dtype: torch.dtype | None,
         device: torch.device | str | None,
     ) -> tuple[torch.dtype, torch.device]:
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating dtype, got {dtype}")

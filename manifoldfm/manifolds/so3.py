@@ -30,6 +30,8 @@ def _check_last(x: Tensor, shape: tuple[int, ...], name: str) -> None:
     if tuple(x.shape[x.ndim - len(shape) :]) != shape or x.ndim < len(shape):
         want = ", ".join(map(str, shape))
         raise ValueError(f"{name} must have shape (..., {want}), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
 
 
 def hat(omega: Tensor) -> Tensor:
@@ -139,14 +141,19 @@ def _quat_to_rotvec(q: Tensor) -> tuple[Tensor, Tensor]:
     neg = w < 0
     v = torch.where(neg, -v, v)
     w = torch.where(neg, -w, w)
-    # Angle pi (w = 0 up to the dtype's eps): q and -q are the same rotation, with opposite
-    # rotation vectors; choose the one whose largest-magnitude component is positive.
+    # Angle pi (w = 0 up to eps_for(dtype)): q and -q are the same rotation, with rotation
+    # vectors theta n and -(2 pi - theta) n; there the one whose largest-magnitude component
+    # is positive is taken (the second has length 2 pi - theta, just above pi: the rotation
+    # stays exact, which flipping n alone would not).
     band = w <= eps_for(q.dtype)
     lead = torch.gather(v, -1, v.abs().argmax(-1, keepdim=True))
-    v = torch.where(band & (lead < 0), -v, v)
+    flip = band & (lead < 0)
     n = norm(v, keepdim=True)
     half, ratio = atan_ratio(n, w)
-    return 2.0 * ratio * v, 2.0 * half[..., 0]
+    n_safe = torch.where(flip, n, torch.ones_like(n))  # no 1 / 0 in the unused branch
+    # 2 pi - theta = 2 atan2(n, -w), without the cancellation of subtracting from 2 pi
+    scale = torch.where(flip, -2.0 * torch.atan2(n, -w) / n_safe, 2.0 * ratio)
+    return scale * v, 2.0 * half[..., 0]
 
 
 def rotmat_to_rotvec(r: Tensor) -> Tensor:
@@ -156,9 +163,10 @@ def rotmat_to_rotvec(r: Tensor) -> Tensor:
     ``2 atan2(|q_xyz|, |q_w|)`` and the scale uses a series for small angles, so the gradient
     is finite and exact at the identity.
 
-    **Angle pi.** When ``|q_w| <= eps_for(dtype)`` (angle within about ``2 eps`` of ``pi``) the
-    two candidate vectors ``+-pi n`` are equally valid; the one whose largest-magnitude
-    component is positive is returned (the first such component on ties).
+    **Angle pi.** When ``|q_w| <= eps_for(dtype)`` (angle within about ``2 eps`` of ``pi``)
+    the two representatives ``theta n`` and ``-(2 pi - theta) n`` of the rotation are about
+    equally short; the one whose largest-magnitude component is positive is returned (the
+    first such component on ties), so its length may exceed ``pi`` by up to ``4 eps``.
 
     Args:
         r: rotation matrices, shape ``(..., 3, 3)``.

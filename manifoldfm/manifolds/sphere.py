@@ -124,7 +124,11 @@ class Sphere(Manifold):
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:
             raise ValueError(f"Sphere dimension d must be an int >= 1, got {d!r}")
         self._set_shape((d + 1,), d)
-        self.volume = 2.0 * math.pi ** ((d + 1) / 2) / math.gamma((d + 1) / 2)
+        # through logarithms: Gamma((d + 1) / 2) overflows a float from d = 342 on
+        self.log_volume = (
+            math.log(2.0) + 0.5 * (d + 1) * math.log(math.pi) - math.lgamma(0.5 * (d + 1))
+        )
+        self.volume = math.exp(self.log_volume)
 
     def extra_repr(self) -> str:
         return str(self.dim)

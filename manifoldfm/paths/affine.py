@@ -28,6 +28,8 @@ def check_pair(x0: Tensor, x1: Tensor) -> None:
     for name, x in (("x0", x0), ("x1", x1)):
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():  # a time cast to an integer dtype would be 0 or 1
+            raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
     if x0.shape != x1.shape:
         raise ValueError(
             f"x0 and x1 must have the same shape, got x0 {tuple(x0.shape)} and x1 {tuple(x1.shape)}"
