@@ -681,8 +681,9 @@ def _vmf_log_norm(d: int, kappa: float) -> float:
 
     ``C_p(kappa) = kappa^nu / ((2 pi)^(p/2) I_nu(kappa))`` with ``p = d + 1``, ``nu = p/2 - 1``.
     ``S^2``: ``log kappa - log 2 pi - log(1 - exp(-2 kappa))`` (no overflow for large kappa).
-    Otherwise ``log I_nu(kappa) = log ive(nu, kappa) + kappa`` (scipy, float64), and for small
-    kappa the power series of ``I_nu``.
+    Otherwise ``log I_nu(kappa) = log ive(nu, kappa) + kappa`` (scipy, float64), and where
+    scipy under- or overflows the power series of ``I_nu`` (small kappa, high spheres) or its
+    large-argument expansion (kappa far above ``nu^2``).
     """
     if kappa == 0.0:
         return -_log_sphere_area(d)
@@ -690,23 +691,49 @@ def _vmf_log_norm(d: int, kappa: float) -> float:
         return math.log(kappa) - _LOG_TWO_PI - math.log(-math.expm1(-2.0 * kappa))
     p = 0.5 * (d + 1)
     nu = p - 1.0
-    if kappa < 1e-3:
-        # I_nu(k) = (k/2)^nu / Gamma(nu+1) * sum_m (k^2/4)^m / (m! (nu+1)_m)
-        q = 0.25 * kappa * kappa
-        series, term = 1.0, 1.0
-        for m in range(1, 6):
-            term *= q / (m * (nu + m))
-            series += term
-        return (
-            nu * math.log(2.0) + math.lgamma(nu + 1.0) - p * _LOG_TWO_PI - math.log(series) + kappa
-        )
-    ive = float(special.ive(nu, kappa))
-    if not (ive > 0 and math.isfinite(ive)):
+    log_ive = None if kappa < 1e-3 else _log_ive_scipy(nu, kappa)
+    if log_ive is None and 0.25 * kappa * kappa <= 10.0 * (nu + 1.0):
+        log_ive = _log_ive_series(nu, kappa)
+    if log_ive is None and kappa >= 10.0 * (nu * nu + 1.0):
+        log_ive = _log_ive_large(nu, kappa)
+    if log_ive is None:
         raise ValueError(
             f"cannot evaluate the vMF normaliser on S^{d} at concentration {kappa} "
-            f"(scipy.special.ive returned {ive})"
+            f"(scipy.special.ive under- or overflows there, outside the series' ranges)"
         )
-    return nu * math.log(kappa) - p * _LOG_TWO_PI - math.log(ive)
+    return nu * math.log(kappa) - p * _LOG_TWO_PI - log_ive
+
+
+def _log_ive_scipy(nu: float, kappa: float) -> float | None:
+    """``log(I_nu(kappa) exp(-kappa))`` by scipy, or ``None`` where it under- or overflows."""
+    ive = float(special.ive(nu, kappa))
+    return math.log(ive) if ive > 0 and math.isfinite(ive) else None
+
+
+def _log_ive_series(nu: float, kappa: float) -> float:
+    """``log ive(nu, kappa)`` from the power series ``I_nu(k) = (k/2)^nu / Gamma(nu + 1)
+    sum_m (k^2/4)^m / (m! (nu + 1)_m)`` (positive terms, summed until they stop counting):
+    for small ``kappa`` next to ``sqrt(nu)``, where scipy's ``ive`` underflows on high spheres."""
+    q = 0.25 * kappa * kappa
+    series, term = 1.0, 1.0
+    for m in range(1, 400):
+        term *= q / (m * (nu + m))
+        series += term
+        if term < 1e-17 * series:
+            break
+    return nu * math.log(0.5 * kappa) - math.lgamma(nu + 1.0) + math.log(series) - kappa
+
+
+def _log_ive_large(nu: float, kappa: float) -> float:
+    """``log ive(nu, kappa)`` from the large-argument expansion ``I_nu(k) e^-k ~ (2 pi k)^-1/2
+    (1 - (mu - 1) / (8 k) + (mu - 1)(mu - 9) / (2! (8 k)^2) - ...)``, ``mu = 4 nu^2``: for
+    ``kappa`` far above ``nu^2``, where scipy's ``ive`` returns NaN (from about 1e10)."""
+    mu = 4.0 * nu * nu
+    total, term = 1.0, 1.0
+    for j in range(1, 6):
+        term *= -(mu - (2 * j - 1) ** 2) / (j * 8.0 * kappa)
+        total += term
+    return -0.5 * math.log(2.0 * math.pi * kappa) + math.log(total)
 
 
 def _wood_one_minus_w(

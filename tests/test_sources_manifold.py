@@ -691,3 +691,41 @@ def test_read_torsions_csv_radians_and_degree_detection(tmp_path):
     p.write_text("phi,psi\n1.0,inf\n")
     with pytest.raises(ValueError, match=r"row 2, column 'psi'"):
         read_torsions_csv(p)
+
+
+@pytest.mark.parametrize("d", [1, 3, 9])
+@pytest.mark.parametrize("kappa", [1e9, 1e10, 1e12])
+def test_vmf_at_huge_concentration_off_s2(d, kappa):
+    # scipy's ive returns NaN from about 1e10: the large-argument expansion takes over, and
+    # agrees with scipy where both work
+    from scipy import special
+
+    from manifoldfm.sources import _log_ive_large
+
+    mu = torch.zeros(d + 1, dtype=torch.float64)
+    mu[0] = 1.0
+    vmf = VonMisesFisher(mu, kappa)
+    x = vmf.sample(64, generator=torch.Generator().manual_seed(0), dtype=F64)
+    assert torch.isfinite(x).all() and (x.norm(dim=-1) - 1.0).abs().max() < 1e-12
+    assert torch.isfinite(vmf.log_prob(x)).all()
+    nu = 0.5 * (d + 1) - 1.0
+    assert _log_ive_large(nu, 1e8) == pytest.approx(math.log(special.ive(nu, 1e8)), rel=1e-12)
+
+
+@pytest.mark.parametrize("kappa", [0.01, 0.5, 10.0])
+def test_vmf_on_a_high_sphere_at_small_concentration(kappa):
+    # on S^300 scipy's ive underflows for small kappa: the power series takes over; at a point
+    # orthogonal to mu the density is the uniform one to O(kappa^2 / d)
+    from scipy import special
+
+    from manifoldfm.sources import _log_ive_series
+
+    d = 300
+    mu = torch.zeros(d + 1, dtype=torch.float64)
+    mu[0] = 1.0
+    x = torch.zeros(1, d + 1, dtype=torch.float64)
+    x[0, 1] = 1.0
+    got = float(VonMisesFisher(mu, kappa).log_prob(x)[0])
+    uniform = -Sphere(d).log_volume
+    assert got == pytest.approx(uniform, abs=2 * kappa**2 / d + 1e-9)
+    assert _log_ive_series(24.0, 5.0) == pytest.approx(math.log(special.ive(24.0, 5.0)), rel=1e-13)
