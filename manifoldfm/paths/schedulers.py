@@ -135,7 +135,7 @@ class Polynomial:
 
     For ``n < 1`` the derivative is infinite at ``t = 0`` (``singular_times == (0.0,)``); for
     ``n > 1`` it is zero there, so the velocity at ``t = 0`` does not depend on ``x1`` and the
-    conversions from a velocity to ``x1`` or to the noise are undefined (NaN) at that time.
+    conversions from a velocity to ``x1`` or to the noise are undefined (non-finite) there.
 
     Args:
         n: the exponent, ``> 0``; ``n = 1`` is :class:`CondOT`.
