@@ -124,11 +124,13 @@ class Sphere(Manifold):
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:
             raise ValueError(f"Sphere dimension d must be an int >= 1, got {d!r}")
         self._set_shape((d + 1,), d)
-        # through logarithms: Gamma((d + 1) / 2) overflows a float from d = 342 on
-        self.log_volume = (
-            math.log(2.0) + 0.5 * (d + 1) * math.log(math.pi) - math.lgamma(0.5 * (d + 1))
-        )
-        self.volume = math.exp(self.log_volume)
+        half = 0.5 * (d + 1)
+        if half < 170.0:
+            self.volume = 2.0 * math.pi**half / math.gamma(half)
+            self.log_volume = math.log(self.volume)
+        else:  # through logarithms: Gamma((d + 1) / 2) overflows a float from d = 342 on
+            self.log_volume = math.log(2.0) + half * math.log(math.pi) - math.lgamma(half)
+            self.volume = math.exp(self.log_volume)  # 0.0 past d of about 450
 
     def extra_repr(self) -> str:
         return str(self.dim)
