@@ -937,9 +937,14 @@ def _fit_run(
         )
     )
 
-    # split (a function of n and seed only, so that a resumed run sees the same split)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    # split (a function of n, the seed and n_val only; a resumed run takes the last two from
+    # its checkpoint, whatever it is given, so that it sees the same split)
     n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
+    if resume and out_dir is not None and (out_dir / "config.json").is_file():
+        stored = json.loads((out_dir / "config.json").read_text())
+        seed = int(stored.get("seed", seed))
+        n_val = int(stored.get("n_val", n_val))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     train64 = points[train_idx]
     val64 = points[val_idx] if n_val else train64
@@ -1364,9 +1369,14 @@ def _geodesic_w2(manifold: Any, x: Tensor, y: Tensor) -> float:
     from .couplings import pairwise_cost
 
     cost = pairwise_cost(x.double(), y.double(), manifold).cpu().numpy()
-    a = np.full(x.shape[0], 1.0 / x.shape[0])
-    b = np.full(y.shape[0], 1.0 / y.shape[0])
-    return math.sqrt(max(float(ot.emd2(a, b, cost)), 0.0))
+    n, m = cost.shape
+    a = np.full(n, 1.0 / n)
+    b = np.full(m, 1.0 / m)
+    # POT stops at 100000 iterations by default, short of the optimum from about 2000 points
+    value, log = ot.emd2(a, b, cost, numItermax=max(100_000, 50 * n * m), log=True)
+    if log.get("warning"):
+        raise RuntimeError(f"exact OT solver did not converge ({n} x {m} points): {log['warning']}")
+    return math.sqrt(max(float(value), 0.0))
 
 
 def evaluate(

@@ -148,7 +148,7 @@ def _add_fit_parsers(sub: Any) -> None:
         "--length-scale",
         type=float,
         default=None,
-        help="functions: length scale of the GP noise on [0, 1] (default: 0.05)",
+        help="functions: length scale of the GP noise on [0, 1] (default: 0.02)",
     )
     fit.add_argument("--resume", action="store_true", help="continue from the run folder")
     fit.add_argument("--overwrite", action="store_true", help="replace a run already in the folder")

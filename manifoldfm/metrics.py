@@ -77,8 +77,11 @@ def _flat_pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError(f"x and y must be on the same device, got {x.device} and {y.device}")
     check_finite(x, "x")
     check_finite(y, "y")
-    xf = x.reshape(x.shape[0], -1)
-    yf = y.reshape(y.shape[0], -1).to(dtype=x.dtype)
+    # 16-bit floats are computed in float32 (torch has no CPU cdist / pdist for them); the
+    # metrics cast their value back to x's dtype
+    work = torch.promote_types(x.dtype, torch.float32)
+    xf = x.reshape(x.shape[0], -1).to(dtype=work)
+    yf = y.reshape(y.shape[0], -1).to(dtype=work)
     return xf, yf
 
 
@@ -219,10 +222,10 @@ def mmd(
     kxx, kyy, kxy = gram(xf, xf), gram(yf, yf), gram(xf, yf)
     if biased:
         value = kxx.mean() + kyy.mean() - 2.0 * kxy.mean()
-        return value.clamp_min(0.0)
+        return value.clamp_min(0.0).to(x.dtype)
     sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
     syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    return sxx + syy - 2.0 * kxy.mean()
+    return (sxx + syy - 2.0 * kxy.mean()).to(x.dtype)
 
 
 def energy_distance(x: Tensor, y: Tensor) -> Tensor:
@@ -253,7 +256,7 @@ def energy_distance(x: Tensor, y: Tensor) -> Tensor:
     dxy = torch.cdist(xf, yf, compute_mode=_EXACT).mean()
     dxx = torch.cdist(xf, xf, compute_mode=_EXACT).mean()
     dyy = torch.cdist(yf, yf, compute_mode=_EXACT).mean()
-    return (2.0 * dxy - dxx - dyy).clamp_min(0.0)
+    return (2.0 * dxy - dxx - dyy).clamp_min(0.0).to(x.dtype)
 
 
 def path_energy(xs: Tensor, ts: Tensor, *, reduction: Literal["mean", "none"] = "mean") -> Tensor:

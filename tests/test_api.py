@@ -461,3 +461,26 @@ def test_default_selection_and_bands_depend_on_space_and_dimension():
     with pytest.raises(ValueError, match="bounded coordinates"):
         fit(_data("euclidean"), space="euclidean", fourier=2)
     assert fit(_data("euclidean"), space="euclidean", fourier=0, steps=2).config["fourier"] == 0
+
+
+def test_resume_keeps_the_split_whatever_seed_and_fraction_it_is_given(tmp_path, monkeypatch):
+    # the split is made before the checkpoint's settings are read: it must still be the
+    # checkpoint's (its seed and n_val), or validation points would leak into training
+    import manifoldfm.api as api
+
+    x = torch.randn(40, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    seen = []
+    real = api._standardise
+
+    def spy(points, space, norm):
+        seen.append(points.clone())
+        return real(points, space, norm)
+
+    monkeypatch.setattr(api, "_standardise", spy)
+    out = tmp_path / "run"
+    kw = {"space": "euclidean", "out": out, "batch_size": 8, "progress": False}
+    api.fit(x, steps=4, seed=3, val_fraction=0.25, **kw)
+    first = {tuple(r.tolist()) for r in seen[0]}
+    seen.clear()
+    api.fit(x, steps=6, resume=True, val_fraction=0.1, **kw)  # seed left at its default
+    assert {tuple(r.tolist()) for r in seen[0]} == first

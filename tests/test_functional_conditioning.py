@@ -571,3 +571,10 @@ def test_type_errors_and_bad_fields():
         conditional_noise(_gp_source(5), [1], torch.zeros(1))
     with pytest.raises(TypeError, match="GPSource or WhiteNoise"):
         conditional_noise(object(), [1], torch.zeros(1, 1))  # type: ignore[arg-type]
+
+
+def test_conditional_noise_with_every_point_observed_returns_the_observations():
+    source = _gp_source(8)
+    xo = torch.randn(3, 8, generator=_gen(5), dtype=F64)
+    x = conditional_noise(source, list(range(8)), xo, generator=_gen(6))
+    assert torch.equal(x, xo)

@@ -506,3 +506,19 @@ def test_spectral_matrix_route_equals_the_fft(n, dtype):
     (ga,) = torch.autograd.grad(out.square().sum(), x)
     (gb,) = torch.autograd.grad(ref.square().sum(), x)
     torch.testing.assert_close(ga, gb, atol=10 * tol, rtol=10 * tol)
+
+
+def test_point_set_operator_ignores_the_values_of_padded_points():
+    # a padded point may hold anything, NaN too: the real points' outputs do not change
+    model = _pso()
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 6, 1, generator=g)
+    p = torch.rand(2, 6, 2, generator=g)
+    mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
+    ref = model(x, torch.full((2,), 0.3), points=p, mask=mask)
+    x_bad, p_bad = x.clone(), p.clone()
+    x_bad[0, 4:] = math.nan
+    p_bad[0, 4:] = math.inf
+    out = model(x_bad, torch.full((2,), 0.3), points=p_bad, mask=mask)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref)

@@ -489,3 +489,17 @@ def test_se3_bad_quaternion_row_skipped(tmp_path):
     assert res.points.shape == (2, 4, 4) and res.skipped[0].row == 3
     assert res.points[1, :3, 3].tolist() == [4.0, 5.0, 6.0]
     assert torch.allclose(res.points[1, :3, :3], torch.diag(torch.tensor([-1.0, -1, 1])).double())
+
+
+@pytest.mark.parametrize("space", ["sphere", "so3", "se3"])
+def test_arrays_without_names_are_read_by_their_column_count(space, tmp_path):
+    # what `manifoldfm sample --out x.npy` writes ((N, 3), (N, 3, 3), (N, 4, 4)) reads back
+    # without columns=: an array has no header to go by
+    from manifoldfm.manifolds import SE3, SO3, Sphere
+
+    m = {"sphere": Sphere(2), "so3": SO3(), "se3": SE3()}[space]
+    g = torch.Generator().manual_seed(2)
+    draw = m.random if space == "se3" else m.random_uniform  # SE(3) has no uniform law
+    x = draw(6, generator=g, dtype=torch.float64)
+    np.save(tmp_path / "x.npy", x.numpy())
+    assert torch.allclose(read_points(tmp_path / "x.npy", space=space).points, x, atol=1e-12)

@@ -396,6 +396,10 @@ def _layout_selected(
 
 def _layout_auto(src: str, space: str, table: _Table, order: str | None) -> _Layout:
     names = table.names
+    if table.header_row is None and space in ("sphere", "so3", "se3"):
+        # no names to go by (arrays, text without a header): the count of numeric columns
+        # decides, as for columns= (e.g. the (N, 3, 3) arrays that `manifoldfm sample` writes)
+        return _layout_selected(src, space, names, _numeric_columns(table), order)
     lower = [n.lower() for n in names]
     if space == "sphere":
         lat, lon = _find(lower, _LAT), _find(lower, _LON)

@@ -257,7 +257,8 @@ def conditional_noise(
     xo = _check_values(observed_noise, m, n, rest)
     dtype, device = xo.dtype, xo.device
     idx = idx.to(device)
-    if isinstance(source, WhiteNoise) or m == 0:
+    if isinstance(source, WhiteNoise) or m == 0 or m == npts:
+        # white noise, nothing observed, or everything observed: no conditional draw to make
         fresh = source.sample(n, generator=generator, dtype=dtype, device=device)
         return fresh.index_copy(1, idx, xo)
     observed = torch.zeros(npts, dtype=torch.bool)

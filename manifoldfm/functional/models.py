@@ -673,6 +673,10 @@ class PointSetOperator(nn.Module):
             # A row without real points would attend to nothing (NaN): let it attend to all;
             # its output is zeroed below.
             key_padding = ~mask & mask.any(dim=1, keepdim=True)
+            # padded points may hold anything (NaN too): a zero attention weight times NaN is
+            # NaN, so their values are replaced before they reach the layers
+            x = torch.where(mask[..., None], x, 0.0)
+            p = torch.where(mask[..., None], p, 0.0)
         time = self.time(t)
         biases = self.time_bias(time).reshape(batch, self.depth, 1, self.width)
         h = self.embed(torch.cat([self.features(p), x], dim=-1))
