@@ -103,6 +103,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import numbers
 import os
 import time
 import warnings
@@ -481,8 +482,9 @@ class FittedModel:
         """
         from .solvers import solve_ode
 
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = int(n)
         source = self.source
         if grid_size is not None:
             if self.space != "functions":

@@ -531,6 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"manifoldfm {__version__}")
         return 0
+    if args.command == "sample" and args.n < 1:  # before the model is loaded
+        parser.error(f"-n must be >= 1, got {args.n}")
     if args.command in ("fit", "sample", "evaluate"):
         return _run_api(args)
     if args.command != "demo":
@@ -603,8 +605,6 @@ def _run_api(args: argparse.Namespace) -> int:
     if args.command == "sample":
         fm = api.load(args.run, device=args.device)
         g = torch.Generator(device=torch.device(args.device)).manual_seed(args.seed)
-        if args.n < 1:
-            raise ValueError(f"-n must be >= 1, got {args.n}")
         start = time.perf_counter()
         x = fm.sample(
             args.n, steps=args.steps, method=args.method, generator=g, grid_size=args.grid_size

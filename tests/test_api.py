@@ -484,3 +484,12 @@ def test_resume_keeps_the_split_whatever_seed_and_fraction_it_is_given(tmp_path,
     seen.clear()
     api.fit(x, steps=6, resume=True, val_fraction=0.1, **kw)  # seed left at its default
     assert {tuple(r.tolist()) for r in seen[0]} == first
+
+
+def test_sample_counts_numpy_integers_and_the_cli_refuses_zero_before_loading(tmp_path, capsys):
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    fit(x, space="euclidean", out=tmp_path / "run", steps=2, batch_size=8, progress=False)
+    assert load(tmp_path / "run").sample(np.int64(3), steps=2).shape == (3, 2)
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", str(tmp_path / "nowhere"), "-n", "0", "--out", str(tmp_path / "s.npy")])
+    assert exc.value.code == 2 and "-n must be >= 1, got 0" in capsys.readouterr().err

@@ -503,3 +503,22 @@ def test_arrays_without_names_are_read_by_their_column_count(space, tmp_path):
     x = draw(6, generator=g, dtype=torch.float64)
     np.save(tmp_path / "x.npy", x.numpy())
     assert torch.allclose(read_points(tmp_path / "x.npy", space=space).points, x, atol=1e-12)
+
+
+def test_a_first_row_of_numbers_with_a_blank_is_data_not_a_header(tmp_path):
+    # "1,,3" is a data row with a missing value: named as such, not taken for a header (which
+    # silently lost the row and the blank column)
+    path = tmp_path / "x.csv"
+    path.write_text("1,,3\n4,5,6\n7,8,9\n")
+    with pytest.raises(ValueError, match=r"row 1, column '1': '' is not a number"):
+        read_points(path, space="euclidean")
+
+
+def test_tab_separated_cells_may_hold_spaces_and_be_empty(tmp_path):
+    path = tmp_path / "x.tsv"
+    path.write_text("city\tx\ty\nNew York\t1\t2\nSao Paulo\t3\t4\n")
+    res = read_points(path, space="euclidean")
+    assert res.points.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    path.write_text("x\ty\tz\n1\t\t3\n4\t5\t6\n")
+    with pytest.raises(ValueError, match=r"row 2, column 'y': '' is not a number"):
+        read_points(path, space="euclidean")

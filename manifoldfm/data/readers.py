@@ -171,7 +171,9 @@ def _is_number(text: str) -> bool:
 
 
 def _split(src: str, lines: list[tuple[int, str]], delimiter: str | None) -> list[list[str]]:
-    if delimiter is None or delimiter.isspace():
+    if delimiter is None or delimiter == " ":
+        # runs of blanks separate fields; a tab is a real delimiter (a cell may hold spaces,
+        # and two tabs in a row are an empty cell)
         return [ln.split() for _, ln in lines]
     out = list(csv.reader([ln for _, ln in lines], delimiter=delimiter))
     if len(out) != len(lines):
@@ -197,7 +199,9 @@ def _read_text(path: str | os.PathLike[str], src: str, delimiter: str | None) ->
     cells = _split(src, lines, delimiter)
     rows = [i for i, _ in lines]
     head = [c.strip() for c in cells[0]]
-    if all(h and _is_number(h) for h in head):
+    filled = [h for h in head if h]
+    if filled and all(_is_number(h) for h in filled):
+        # numbers (a blank cell among them is a missing value of a data row, not a header)
         names = [str(j) for j in range(len(head))]
         return _Table(names, rows, cells, None, None)
     if not cells[1:]:

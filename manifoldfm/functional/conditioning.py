@@ -414,7 +414,7 @@ def condition_sample(
         observed_index: ``(m,)`` distinct point indices in ``[0, n_points)``.
         observed_values: ``(m,)`` (or ``(m, C)``) values shared by all samples, or ``(n, m)``
             (or ``(n, m, C)``) per sample. Their dtype and device are the samples'.
-        n: the number of samples (may be omitted when ``x0`` or batched values give it).
+        n: the number of samples (may be omitted when ``x0`` gives it).
         steps: the number of solver steps (``>= 1``).
         method: ``"euler"``, ``"midpoint"``, ``"heun"`` or ``"rk4"``.
         guidance: ``"replacement"``, ``"gradient"``, ``"replacement+gradient"`` or ``"none"``.
