@@ -533,6 +533,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "sample" and args.n < 1:  # before the model is loaded
         parser.error(f"-n must be >= 1, got {args.n}")
+    if args.command == "evaluate" and args.out is not None and args.out.suffix.lower() == ".png":
+        # the metrics would be written over the plot, which goes to --out with .png
+        parser.error(
+            f"--out names the metrics file (FILE.json), its plot going beside it as FILE.png; "
+            f"got {args.out}"
+        )
     if args.command in ("fit", "sample", "evaluate"):
         return _run_api(args)
     if args.command != "demo":

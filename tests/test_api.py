@@ -493,3 +493,9 @@ def test_sample_counts_numpy_integers_and_the_cli_refuses_zero_before_loading(tm
     with pytest.raises(SystemExit) as exc:
         main(["sample", str(tmp_path / "nowhere"), "-n", "0", "--out", str(tmp_path / "s.npy")])
     assert exc.value.code == 2 and "-n must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_png_for_its_metrics(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(tmp_path), str(tmp_path / "d.csv"), "--out", str(tmp_path / "m.png")])
+    assert exc.value.code == 2 and "names the metrics file" in capsys.readouterr().err
