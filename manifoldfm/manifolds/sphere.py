@@ -82,7 +82,8 @@ class Sphere(Manifold):
       formula with ``log_x y`` replaced by ``u`` (no log map).
     * ``projx(x) = x / |x|``; the zero vector, which has no nearest point, maps to ``e_0``.
     * ``random_uniform`` normalises standard Gaussian vectors (uniform w.r.t. the area).
-    * ``volume = 2 pi^{(d+1)/2} / Gamma((d+1)/2)`` (``4 pi`` for ``S^2``);
+    * ``volume = 2 pi^{(d+1)/2} / Gamma((d+1)/2)`` (``4 pi`` for ``S^2``) and its logarithm
+      ``log_volume``, finite where the volume underflows (``d`` past about 450);
       ``injectivity_radius = pi``.
 
     **Cut locus.** The cut locus of ``x`` is its antipode ``-x``. When ``<x, y> < 0`` and
