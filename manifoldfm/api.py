@@ -939,11 +939,18 @@ def _fit_run(
         )
     )
 
+    stored: dict[str, Any] | None = None
+    if resume:
+        assert out_dir is not None
+        cfg_file, model_file = out_dir / "config.json", out_dir / "model.pt"
+        if not (cfg_file.is_file() and model_file.is_file()):
+            raise FileNotFoundError(f"no checkpoint to resume in {out_dir}")
+        stored = json.loads(cfg_file.read_text())
+
     # split (a function of n, the seed and n_val only; a resumed run takes the last two from
     # its checkpoint, whatever it is given, so that it sees the same split)
     n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
-    if resume and out_dir is not None and (out_dir / "config.json").is_file():
-        stored = json.loads((out_dir / "config.json").read_text())
+    if stored is not None:
         seed = int(stored.get("seed", seed))
         n_val = int(stored.get("n_val", n_val))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -955,12 +962,9 @@ def _fit_run(
     d_hidden, d_depth = _default_size(train64.shape[0], space)
 
     ckpt: dict[str, Any] | None = None
-    if resume:
+    if stored is not None:
         assert out_dir is not None
-        cfg_file, model_file = out_dir / "config.json", out_dir / "model.pt"
-        if not (cfg_file.is_file() and model_file.is_file()):
-            raise FileNotFoundError(f"no checkpoint to resume in {out_dir}")
-        config = json.loads(cfg_file.read_text())
+        config = stored
         if config["space"] != space or config["dim"] != dim or config["n_points"] != n:
             raise ValueError(
                 f"the checkpoint in {out_dir} is for {config['n_points']} points on "

@@ -19,13 +19,11 @@ def _check_mask(mask: Tensor | None, shape: tuple[int, ...], name: str) -> Tenso
         raise TypeError(f"{name} must be a torch.Tensor or None, got {type(mask).__name__}")
     if tuple(mask.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(mask.shape)}")
-    if mask.numel() and not bool((mask >= 0).all()):  # also false for NaN entries
+    if mask.numel() and not bool((torch.isfinite(mask) & (mask >= 0)).all()):  # one host read
         raise ValueError(
             f"{name} must hold finite weights >= 0 (1 present, 0 padded), got a minimum of "
-            f"{float(mask.min()):.6g}" + (" and NaN entries" if bool(mask.isnan().any()) else "")
+            f"{float(mask.min()):.6g} and a maximum of {float(mask.max()):.6g}"
         )
-    if mask.numel() and not bool(torch.isfinite(mask).all()):
-        raise ValueError(f"{name} must hold finite weights >= 0, got infinite entries")
     return mask
 
 

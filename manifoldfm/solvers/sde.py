@@ -81,9 +81,10 @@ def solve_sde(
     score are never evaluated at ``t = 1``, where the score of a path with ``sigma_1 = 0`` is
     singular; backwards from ``t0 = 1`` the first step is, so a path's score that is singular
     there needs a diffusion that vanishes at ``t0`` (the score term is then left out of that
-    step) or a start at ``1 - eps``, else a ValueError says so. Near ``t = 1`` the score recovered from a *learned* velocity amplifies its errors
-    by ``1 / sigma_t``: prefer a diffusion that vanishes at 1 (e.g. ``lambda t: 0.5 * (1 - t)``)
-    or stop at ``t1 = 1 - eps``.
+    step) or a start at ``1 - eps``, else a ValueError says so. Near ``t = 1`` the score
+    recovered from a *learned* velocity amplifies its errors by ``1 / sigma_t``: prefer a
+    diffusion that vanishes at 1 (e.g. ``lambda t: 0.5 * (1 - t)``) or stop at
+    ``t1 = 1 - eps``.
 
     **Euclidean space** (``manifold=None``): the score comes from ``score(x, t, **cond)`` when
     given, else from the velocity through ``path.velocity_to_score`` (exact for an
